@@ -1,0 +1,228 @@
+"""The one generation path: sample tokens with a KV cache, stop by rule, stream text, score.
+
+Everything that writes (app, CLI, benchmarks, evaluation, the trainer's samples) calls
+`generate` or `stream` here; `score_continuation` measures how likely a text is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from horror.config import MAX_BATCH_SIZE, GenerationConfig
+from horror.model import GPT, KVCache
+from horror.sampling import process_logits, sample_next
+from horror.tokenizer import StoryTokenizer
+
+# A sentence ends at a run of . ! ? or … (plus closing quotes/brackets) followed by whitespace.
+_SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)")
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "mt"}
+
+
+def sentence_ends(text: str) -> list[int]:
+    """Offsets just past each complete sentence in `text` (a sentence needs whitespace after it)."""
+    ends = []
+    for match in _SENTENCE_END.finditer(text):
+        word_before = re.search(r"(\w+)$", text[: match.start()])
+        if match.group().startswith(".") and word_before and word_before.group(1).lower() in _ABBREVIATIONS:
+            continue
+        ends.append(match.end())
+    return ends
+
+
+@dataclass
+class Generation:
+    """One sample: the new tokens, their text, why it stopped and how likely the model found it."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str  # "eos", "length" or "sentences"
+    token_log_probs: list[float] = field(default_factory=list)
+    seed: int | None = None
+
+    @property
+    def confidence(self) -> float:
+        """exp(mean log-probability) of the new tokens under the model: 1.0 = fully expected."""
+        if not self.token_log_probs:
+            return 0.0
+        return math.exp(sum(self.token_log_probs) / len(self.token_log_probs))
+
+
+class _RowState:
+    """Stopping bookkeeping for one batch row."""
+
+    def __init__(self) -> None:
+        self.token_ids: list[int] = []
+        self.log_probs: list[float] = []
+        self.finish_reason: str | None = None
+        self.cut_text: str | None = None  # text truncated at a sentence boundary
+
+
+def _check_prompt(prompt_ids: list[int], vocab_size: int) -> None:
+    if not prompt_ids:
+        raise ValueError("the prompt must hold at least one token (start from <BOS>)")
+    if min(prompt_ids) < 0 or max(prompt_ids) >= vocab_size:
+        raise ValueError(f"prompt token ids must be in [0, {vocab_size}), got {min(prompt_ids)}..{max(prompt_ids)}")
+
+
+def _make_generator(seed: int | None) -> tuple[torch.Generator, int]:
+    if seed is None:
+        seed = int.from_bytes(os.urandom(6), "little")
+    return torch.Generator().manual_seed(seed), seed
+
+
+def generate_steps(
+    model: GPT,
+    tokenizer: StoryTokenizer,
+    prompt_ids: list[int],
+    settings: GenerationConfig,
+    num_samples: int = 1,
+    use_cache: bool = True,
+) -> Iterator[tuple[torch.Tensor, list[_RowState]]]:
+    """Yield (new token per row, row states) after each step until every row has stopped.
+
+    The caller reads the final row states for the results; `generate` and `stream` wrap this.
+    """
+    _check_prompt(prompt_ids, model.config.vocab_size)
+    if not 1 <= num_samples <= MAX_BATCH_SIZE:
+        raise ValueError(f"num_samples must be between 1 and {MAX_BATCH_SIZE}, got {num_samples}")
+    context_length = model.config.context_length
+    # Keep the prompt's most recent tokens so prompt + new tokens fit the window.
+    keep = max(context_length - settings.max_new_tokens, context_length // 2)
+    prompt_ids = prompt_ids[-keep:]
+    device = model.token_embedding.weight.device
+    generator, _ = _make_generator(settings.seed)
+    rows = [_RowState() for _ in range(num_samples)]
+    tokens = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=device)
+    cache: KVCache | None = None
+    pending = tokens  # what the model has not seen yet
+
+    with torch.inference_mode():
+        for _ in range(settings.max_new_tokens):
+            if use_cache:
+                if cache is None or cache.length + pending.shape[1] > context_length:
+                    # (Re)fill a fresh cache from the most recent half window when it is full.
+                    pending = tokens[:, -keep:] if cache is None else tokens[:, -(context_length // 2):]
+                    cache = model.new_cache(num_samples)
+                logits = model(pending, cache, last_only=True)[:, -1, :]
+            else:
+                logits = model(tokens[:, -context_length:], last_only=True)[:, -1, :]
+            logits = logits.float()
+            processed = process_logits(logits, tokens[:, -context_length:], settings, tokenizer.eos_id)
+            next_ids = sample_next(processed, settings.temperature, generator)
+            log_probs = torch.log_softmax(logits, dim=-1).gather(1, next_ids[:, None]).squeeze(1)
+            _update_rows(rows, next_ids.tolist(), log_probs.tolist(), tokenizer, settings)
+            tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
+            pending = next_ids[:, None]
+            yield next_ids, rows
+            if all(row.finish_reason for row in rows):
+                return
+    for row in rows:
+        row.finish_reason = row.finish_reason or "length"
+
+
+def _update_rows(
+    rows: list[_RowState],
+    next_ids: list[int],
+    log_probs: list[float],
+    tokenizer: StoryTokenizer,
+    settings: GenerationConfig,
+) -> None:
+    for row, token_id, log_prob in zip(rows, next_ids, log_probs):
+        if row.finish_reason:
+            continue
+        if token_id == tokenizer.eos_id:
+            row.finish_reason = "eos"
+            continue
+        row.token_ids.append(token_id)
+        row.log_probs.append(log_prob)
+        if settings.stop_after_sentences:
+            text = tokenizer.decode(row.token_ids)
+            ends = sentence_ends(text)
+            if len(ends) >= settings.stop_after_sentences:
+                row.cut_text = text[: ends[settings.stop_after_sentences - 1]]
+                row.finish_reason = "sentences"
+
+
+def _finish(row: _RowState, tokenizer: StoryTokenizer, seed: int) -> Generation:
+    token_ids, log_probs = row.token_ids, row.log_probs
+    if row.cut_text is not None:
+        # Drop the look-ahead token(s) that only proved the sentence was over.
+        while token_ids and len(tokenizer.decode(token_ids[:-1])) >= len(row.cut_text):
+            token_ids, log_probs = token_ids[:-1], log_probs[:-1]
+        text = row.cut_text
+    else:
+        text = tokenizer.decode(token_ids)
+    return Generation(token_ids, text, row.finish_reason or "length", log_probs, seed)
+
+
+def generate(
+    model: GPT,
+    tokenizer: StoryTokenizer,
+    prompt_ids: list[int],
+    settings: GenerationConfig,
+    num_samples: int = 1,
+    use_cache: bool = True,
+) -> list[Generation]:
+    """Sample `num_samples` continuations of `prompt_ids` (one batch) and return them."""
+    if settings.seed is None:
+        settings = settings.replace(seed=_make_generator(None)[1])
+    rows: list[_RowState] = []
+    for _, rows in generate_steps(model, tokenizer, prompt_ids, settings, num_samples, use_cache):
+        pass
+    return [_finish(row, tokenizer, settings.seed) for row in rows]
+
+
+def stream(
+    model: GPT,
+    tokenizer: StoryTokenizer,
+    prompt_ids: list[int],
+    settings: GenerationConfig,
+) -> Iterator[str | Generation]:
+    """Yield the continuation's text as it grows (always whole characters), then the Generation."""
+    if settings.seed is None:
+        settings = settings.replace(seed=_make_generator(None)[1])
+    rows: list[_RowState] = []
+    shown = ""
+    for _, rows in generate_steps(model, tokenizer, prompt_ids, settings, 1):
+        row = rows[0]
+        text = row.cut_text if row.cut_text is not None else tokenizer.decode(row.token_ids)
+        if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+            continue
+        if len(text) > len(shown) and text.startswith(shown):
+            yield text[len(shown):]
+            shown = text
+    yield _finish(rows[0], tokenizer, settings.seed)
+
+
+def score_continuation(model: GPT, prompt_ids: list[int], continuation_ids: list[int]) -> list[float]:
+    """Log-probability of each continuation token given the prompt and the tokens before it.
+
+    Texts longer than the window are scored in overlapping windows so every token has context.
+    """
+    _check_prompt(prompt_ids, model.config.vocab_size)
+    if not continuation_ids:
+        return []
+    ids = prompt_ids + continuation_ids
+    context_length = model.config.context_length
+    stride = context_length // 2
+    device = model.token_embedding.weight.device
+    log_probs: list[float] = []
+    position = len(prompt_ids)  # the next token to score
+    with torch.inference_mode():
+        while position < len(ids):
+            # Past the first window, keep `stride` tokens of context before the first scored token.
+            start = max(0, position - stride) if position >= context_length else 0
+            end = min(start + context_length, len(ids))
+            logits = model(torch.tensor([ids[start:end]], device=device))[0].float()
+            window_log_probs = torch.log_softmax(logits, dim=-1)
+            targets = torch.tensor(ids[position:end], device=device)
+            rows = torch.arange(position - start - 1, end - start - 1, device=device)
+            log_probs.extend(window_log_probs[rows, targets].tolist())
+            position = end
+    return log_probs
