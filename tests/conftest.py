@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny tokenizer and randomly initialised model, built in the test session.
+
+Nothing here reads ../shared or the network."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from horror.config import GenerationConfig, model_preset
+from horror.model import GPT
+from horror.model_folder import save_model_folder
+from horror.storyteller import StoryTeller
+from horror.tokenizer import StoryTokenizer
+
+SUBJECTS = ["My sister", "The old man", "Our dog", "The babysitter", "A stranger", "My reflection", "The nurse"]
+VERBS = ["whispered", "knocked", "smiled", "waited", "laughed", "stared", "hummed"]
+PLACES = ["at the door", "in the attic", "by the lake", "under my bed", "in the mirror", "at midnight"]
+TWISTS = [
+    "But I live alone.",
+    "Nobody else could see her.",
+    "The voice came from inside the closet.",
+    "It was still smiling when the lights went out.",
+    "Then I remembered we buried him last spring.",
+    "I never had a sister.",
+]
+
+
+def make_stories(count: int = 300, seed: int = 0) -> list[str]:
+    """Two-sentence stories made from small parts: enough text to train a test tokenizer."""
+    rng = random.Random(seed)
+    return [
+        f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(PLACES)} every night. {rng.choice(TWISTS)}"
+        for _ in range(count)
+    ]
+
+
+@pytest.fixture(scope="session")
+def tiny_stories() -> list[str]:
+    return make_stories()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(tiny_stories: list[str]) -> StoryTokenizer:
+    extra = ["She said “don’t” — naïve café, 😀 ¿qué? 日本語 עברית"]
+    return StoryTokenizer.train(tiny_stories + extra, vocab_size=400, min_frequency=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: StoryTokenizer) -> Path:
+    """A complete model folder (random weights) with the test-tiny preset."""
+    torch.manual_seed(0)
+    model = GPT(model_preset("test-tiny", vocab_size=tiny_tokenizer.vocab_size)).eval()
+    folder = tmp_path_factory.mktemp("tiny-model")
+    save_model_folder(folder, model, tiny_tokenizer, GenerationConfig(max_new_tokens=20), card="# tiny test model\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_teller(tiny_model_dir: Path) -> StoryTeller:
+    return StoryTeller.load(tiny_model_dir, fallback=False)
