@@ -24,6 +24,8 @@ MAX_SEED = 2**63 - 1
 
 def _from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
     """Build a dataclass from a dict, refusing unknown fields with a clear message."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a {what} must be a JSON object, got {type(data).__name__}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
@@ -52,8 +54,12 @@ class ModelConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if not 0.0 <= self.dropout < 1.0:
+        dropout_is_number = isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
+        if not dropout_is_number or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("tie_embeddings", "bias"):
+            if not isinstance(getattr(self, name), bool):  # "false" in a JSON file is truthy
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
 
     @property
     def head_dim(self) -> int:
@@ -64,7 +70,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        data = {k: v for k, v in data.items() if k != "model_type"}
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k != "model_type"}
         return _from_dict(cls, data, "model config")
 
     def save(self, path: str | Path) -> None:
@@ -85,6 +92,9 @@ MODEL_PRESETS: dict[str, ModelConfig] = {
     ),
     "cpu-tiny": ModelConfig(
         vocab_size=8192, d_model=192, n_layers=4, n_heads=6, d_ff=768, dropout=0.1, tie_embeddings=True
+    ),
+    "cpu-micro": ModelConfig(
+        vocab_size=8192, d_model=128, n_layers=4, n_heads=4, d_ff=512, dropout=0.1, tie_embeddings=True
     ),
     "test-tiny": ModelConfig(
         vocab_size=512, context_length=64, d_model=32, n_layers=2, n_heads=4, d_ff=64, dropout=0.0

@@ -16,7 +16,7 @@ import torch
 
 from horror.config import MAX_BATCH_SIZE, GenerationConfig
 from horror.model import GPT, KVCache
-from horror.sampling import process_logits, sample_next
+from horror.sampling import choose_next
 from horror.tokenizer import StoryTokenizer
 
 # A sentence ends at a run of . ! ? or … (plus closing quotes/brackets) followed by whitespace.
@@ -113,8 +113,7 @@ def generate_steps(
             else:
                 logits = model(tokens[:, -context_length:], last_only=True)[:, -1, :]
             logits = logits.float()
-            processed = process_logits(logits, tokens[:, -context_length:], settings, tokenizer.eos_id)
-            next_ids = sample_next(processed, settings.temperature, generator)
+            next_ids = choose_next(logits, tokens[:, -context_length:], settings, generator, tokenizer.eos_id)
             log_probs = torch.log_softmax(logits, dim=-1).gather(1, next_ids[:, None]).squeeze(1)
             _update_rows(rows, next_ids.tolist(), log_probs.tolist(), tokenizer, settings)
             tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
@@ -157,7 +156,8 @@ def _finish(row: _RowState, tokenizer: StoryTokenizer, seed: int) -> Generation:
             token_ids, log_probs = token_ids[:-1], log_probs[:-1]
         text = row.cut_text
     else:
-        text = tokenizer.decode(token_ids)
+        # A length stop can cut a multi-byte character in half; drop the stub, as `stream` does.
+        text = tokenizer.decode(token_ids).rstrip("\ufffd")
     return Generation(token_ids, text, row.finish_reason or "length", log_probs, seed)
 
 

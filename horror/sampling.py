@@ -69,26 +69,67 @@ def apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     return logits.masked_fill(probs < threshold, float("-inf"))
 
 
+def apply_penalties(
+    logits: torch.Tensor, context: torch.Tensor, settings: GenerationConfig, eos_id: int | None = None
+) -> torch.Tensor:
+    """The processors that look at the context: <EOS> ban, repetition penalty, n-gram block."""
+    logits = logits.float()
+    if not settings.allow_eos and eos_id is not None:
+        logits = logits.clone()
+        logits[:, eos_id] = float("-inf")
+    logits = apply_repetition_penalty(logits, context, settings.repetition_penalty)
+    return apply_no_repeat_ngram(logits, context, settings.no_repeat_ngram_size)
+
+
 def process_logits(
     logits: torch.Tensor, context: torch.Tensor, settings: GenerationConfig, eos_id: int | None = None
 ) -> torch.Tensor:
     """All processors in order: penalties on raw logits, then temperature, then truncation.
 
     `eos_id` is banned when the settings say `allow_eos=False`."""
-    logits = logits.float()
-    if not settings.allow_eos and eos_id is not None:
-        logits = logits.clone()
-        logits[:, eos_id] = float("-inf")
-    logits = apply_repetition_penalty(logits, context, settings.repetition_penalty)
-    logits = apply_no_repeat_ngram(logits, context, settings.no_repeat_ngram_size)
+    logits = apply_penalties(logits, context, settings, eos_id)
     if settings.temperature > 0:
         logits = logits / settings.temperature
     truncated = apply_min_p(apply_top_p(apply_top_k(logits, settings.top_k), settings.top_p), settings.min_p)
+    return _never_empty(truncated, logits)
+
+
+def _never_empty(truncated: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     # If the n-gram ban left a row nothing to choose, let it choose freely rather than crash.
     empty = torch.isneginf(truncated).all(dim=-1, keepdim=True)
     if empty.any():
         truncated = torch.where(empty, torch.nan_to_num(logits, neginf=0.0), truncated)
     return truncated
+
+
+def choose_next(
+    logits: torch.Tensor,
+    context: torch.Tensor,
+    settings: GenerationConfig,
+    generator: torch.Generator | None,
+    eos_id: int | None = None,
+) -> torch.Tensor:
+    """The next token id per row (B,) under all the settings."""
+    if settings.temperature == 0:
+        return apply_penalties(logits, context, settings, eos_id).argmax(dim=-1)
+    if 0 < settings.top_k < logits.shape[-1]:
+        penalised = apply_penalties(logits, context, settings, eos_id)
+        if not torch.isneginf(penalised).all(dim=-1).any():
+            return sample_top_k(penalised, settings, generator)
+    return sample_next(process_logits(logits, context, settings, eos_id), settings.temperature, generator)
+
+
+def sample_top_k(
+    logits: torch.Tensor, settings: GenerationConfig, generator: torch.Generator | None
+) -> torch.Tensor:
+    """The same draw as process-then-sample when top-k is on, but top-p, min-p and the draw
+    run over the k candidates only (sorting 17K logits per token costs more than the rest)."""
+    values, indices = torch.topk(logits, settings.top_k, dim=-1)  # sorted, best first
+    if settings.temperature > 0:
+        values = values / settings.temperature
+    values = apply_min_p(apply_top_p(values, settings.top_p), settings.min_p)
+    choice = sample_next(values, settings.temperature, generator)
+    return indices.gather(1, choice[:, None]).squeeze(1)
 
 
 def sample_next(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 
 from horror import generation
 from horror.config import MAX_BATCH_SIZE, GenerationConfig, ModelConfig
+from horror.inference import prepare_for_inference
 from horror.hub import BUNDLED_MODEL_DIR, ModelSource, resolve_model_source
 from horror.model_folder import LoadedModel, ModelLoadError, load_model_folder
 
@@ -99,8 +100,10 @@ class Score:
 class StoryTeller:
     """A loaded model plus everything needed to tell stories with it."""
 
-    def __init__(self, loaded: LoadedModel, source: ModelSource | None = None):
-        self.model = loaded.model
+    def __init__(self, loaded: LoadedModel, source: ModelSource | None = None, quantize: bool | None = None):
+        self.model = loaded.model  # fp32: scoring reports exact likelihoods
+        # What sampling runs on: int8 on CPU unless quantize=False or $HORROR_QUANTIZE=0.
+        self.sampling_model = prepare_for_inference(loaded.model, quantize, str(loaded.model.lm_head.weight.device))
         self.tokenizer = loaded.tokenizer
         self.generation_config = loaded.generation_config
         self.card_metadata = loaded.card_metadata
@@ -116,6 +119,7 @@ class StoryTeller:
         revision: str | None = None,
         device: str = "cpu",
         fallback: bool = True,
+        quantize: bool | None = None,
     ) -> "StoryTeller":
         """Load from a Hub repo id, a folder, $HORROR_MODEL or the bundled model.
 
@@ -126,14 +130,14 @@ class StoryTeller:
         if resolved.notice and not fallback:
             raise ModelLoadError(resolved.notice)
         try:
-            return cls(load_model_folder(resolved.path, device), resolved)
+            return cls(load_model_folder(resolved.path, device), resolved, quantize)
         except ModelLoadError as error:
             if not fallback or resolved.kind == "bundled":
                 raise
             notice = f"could not load {resolved.requested!r}: {error}; serving the bundled model instead"
             logger.warning(notice)
             bundled = ModelSource(resolved.requested, BUNDLED_MODEL_DIR, "bundled", None, notice)
-            return cls(load_model_folder(BUNDLED_MODEL_DIR, device), bundled)
+            return cls(load_model_folder(BUNDLED_MODEL_DIR, device), bundled, quantize)
 
     @property
     def config(self) -> ModelConfig:
@@ -196,11 +200,11 @@ class StoryTeller:
         """`n` stories continuing `prompt` (empty: the model writes its own first sentence)."""
         prompt = clean_text(prompt)
         settings = self.settings(settings, **overrides)
-        if not 1 <= n <= MAX_BATCH_SIZE:
-            raise ValueError(f"n must be between 1 and {MAX_BATCH_SIZE}, got {n}")
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH_SIZE:
+            raise ValueError(f"n must be a whole number between 1 and {MAX_BATCH_SIZE}, got {n!r}")
         started = time.perf_counter()
         with self._lock:
-            results = generation.generate(self.model, self.tokenizer, self._prompt_ids(prompt), settings, n)
+            results = generation.generate(self.sampling_model, self.tokenizer, self._prompt_ids(prompt), settings, n)
         seconds = (time.perf_counter() - started) / n
         return [self._story(prompt, result, seconds) for result in results]
 
@@ -224,7 +228,7 @@ class StoryTeller:
         if settings.seed is None:
             settings = settings.replace(seed=random.SystemRandom().randrange(2**48))
         started = time.perf_counter()
-        steps = generation.stream(self.model, self.tokenizer, self._prompt_ids(prompt), settings)
+        steps = generation.stream(self.sampling_model, self.tokenizer, self._prompt_ids(prompt), settings)
         text = ""
         while True:
             with self._lock:
@@ -262,7 +266,7 @@ class StoryTeller:
             seed_settings = settings if attempt == 0 else settings.replace(seed=(settings.seed or 0) + attempt)
             started = time.perf_counter()
             with self._lock:
-                result = generation.generate(self.model, self.tokenizer, prompt_ids, seed_settings)[0]
+                result = generation.generate(self.sampling_model, self.tokenizer, prompt_ids, seed_settings)[0]
             story = self._story(prompt, result, time.perf_counter() - started)
             if story.continuation:
                 return story

@@ -1,0 +1,5 @@
+import sys
+
+from horror.cli import main
+
+sys.exit(main())
