@@ -4,6 +4,9 @@
     python -m horror score stories.txt --json
     python -m horror info
     python -m horror evaluate --prompts train/eval_prompts.txt --train-file data/horror/writer-1.txt
+
+Bad input (settings out of range, missing files, a model that will not load) ends with a
+one-line `error: ...` on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 from horror.model_folder import ModelLoadError
 from horror.storyteller import GenerationError, StoryTeller
 
+# generate's sampling flags; None (not given) keeps the model's generation_config value.
 SETTING_FLAGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
                  "max_new_tokens", "seed")
 
@@ -29,129 +33,151 @@ def build_parser() -> argparse.ArgumentParser:
     def add_model(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--model", help="Hub repo id or model folder (default: $HORROR_MODEL, else bundled)")
         sub.add_argument("--revision", help="Hub revision (branch, tag or commit)")
-        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.add_argument("--json", action="store_true", help="machine-readable output (one JSON object per line)")
 
     generate = commands.add_parser("generate", help="write stories")
     generate.add_argument("prompt", nargs="?", default="", help="first sentence (empty: the model writes one)")
-    generate.add_argument("--n", type=int, default=1, help="stories to write (one batch)")
-    generate.add_argument("--best-of", action="store_true", help="rank the n stories by confidence")
-    generate.add_argument("--temperature", type=float)
-    generate.add_argument("--top-k", type=int)
-    generate.add_argument("--top-p", type=float)
-    generate.add_argument("--min-p", type=float)
-    generate.add_argument("--repetition-penalty", type=float)
-    generate.add_argument("--no-repeat-ngram-size", type=int)
+    generate.add_argument("--n", type=int, default=1, help="stories to print (sampled as one batch)")
+    generate.add_argument("--best-of", type=int, metavar="N",
+                          help="sample N stories and print the n most confident, best first")
+    generate.add_argument("--temperature", type=float, help="0 is greedy")
+    generate.add_argument("--top-k", type=int, help="0 disables")
+    generate.add_argument("--top-p", type=float, help="1.0 disables")
+    generate.add_argument("--min-p", type=float, help="0 disables")
+    generate.add_argument("--repetition-penalty", type=float, help="1.0 disables")
+    generate.add_argument("--no-repeat-ngram-size", type=int, help="0 disables")
     generate.add_argument("--max-new-tokens", type=int)
-    generate.add_argument("--seed", type=int)
+    generate.add_argument("--seed", type=int, help="same seed, same stories")
     add_model(generate)
 
     score = commands.add_parser("score", help="perplexity of a file of stories, one per line")
     score.add_argument("file")
     add_model(score)
 
-    info = commands.add_parser("info", help="where the model came from and its shape")
+    info = commands.add_parser("info", help="where the model came from, its shape, whether it is trained")
     add_model(info)
 
     evaluate = commands.add_parser("evaluate", help="story-quality metrics on a prompt file")
     evaluate.add_argument("--prompts", required=True, help="first sentences, one per line")
     evaluate.add_argument("--samples", type=int, default=3, help="stories per prompt")
-    evaluate.add_argument("--train-file", action="append", default=[], help="training stories (for novelty)")
+    evaluate.add_argument("--train-file", action="append", default=[],
+                          help="training stories, one per line, for novelty (repeatable)")
     evaluate.add_argument("--seed", type=int, default=0)
     add_model(evaluate)
     return parser
 
 
-def _read_lines(path: str) -> list[str]:
+def read_lines(path: str) -> list[str]:
+    """Non-empty stripped lines of a UTF-8 text file."""
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
+        raise FileNotFoundError(f"{path} does not exist or is not a file")
     return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _print(data: Any, as_json: bool) -> None:
+def load_teller(model: str | None, revision: str | None) -> StoryTeller:
+    """Hub sources fall back (cache, then bundled) with a notice on stderr; a local folder that
+    will not load is an error for the user to fix, not something to paper over."""
+    local_folder = model is not None and Path(model).expanduser().exists()
+    teller = StoryTeller.load(model, revision, fallback=not local_folder)
+    if teller.notice:
+        print(f"notice: {teller.notice}", file=sys.stderr)
+    return teller
+
+
+def print_record(data: dict[str, Any], as_json: bool) -> None:
+    """One JSON object per line, or `key: value` lines (lists indented below their key)."""
     if as_json:
         print(json.dumps(data, ensure_ascii=False))
-    elif isinstance(data, dict):
-        for key, value in data.items():
-            print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+        return
+    for key, value in data.items():
+        if isinstance(value, float):
+            print(f"{key}: {value:.4g}")
+        elif isinstance(value, list):
+            print(f"{key}:")
+            for item in value:
+                print(f"  {json.dumps(item, ensure_ascii=False) if isinstance(item, dict) else item}")
+        else:
+            print(f"{key}: {value}")
 
 
-def run_generate(teller: StoryTeller, args: argparse.Namespace) -> None:
+def run_generate(args: argparse.Namespace) -> None:
     overrides = {name: getattr(args, name) for name in SETTING_FLAGS}
-    if args.best_of:
-        stories = teller.best_of(args.prompt, args.n, **overrides)
+    if args.best_of is not None and args.best_of < args.n:
+        raise ValueError(f"--best-of ({args.best_of}) must be at least --n ({args.n})")
+    teller = load_teller(args.model, args.revision)
+    if args.best_of is not None:
+        stories = teller.best_of(args.prompt, args.best_of, **overrides)[: args.n]
     else:
         stories = teller.tell_many(args.prompt, args.n, **overrides)
     for index, story in enumerate(stories):
         if args.json:
-            _print(story.to_dict(), True)
-        else:
-            print(f"{story.story}\n  (confidence {story.confidence:.2f}, seed {story.seed}, "
-                  f"{story.new_tokens} tokens in {story.seconds * 1000:.0f} ms)")
-            if index < len(stories) - 1:
-                print()
+            print_record(story.to_dict(), True)
+            continue
+        if index:
+            print()
+        print(story.story)
+        print(f"  (confidence {story.confidence:.2f}, seed {story.seed}, "
+              f"{story.new_tokens} tokens in {story.seconds * 1000:.0f} ms, stopped: {story.finish_reason})")
 
 
-def run_score(teller: StoryTeller, args: argparse.Namespace) -> None:
-    stories = _read_lines(args.file)
+def run_score(args: argparse.Namespace) -> None:
+    stories = read_lines(args.file)
     if not stories:
-        raise ValueError(f"{args.file} holds no stories")
-    tokens = nll = byte_count = 0.0
-    for story in stories:
-        score = teller.score(story)
-        tokens += score.tokens
-        byte_count += score.bytes
-        nll += score.nll_per_token * score.tokens
-    summary = {
+        raise ValueError(f"{args.file} holds no stories (one per line)")
+    teller = load_teller(args.model, args.revision)
+    scores = [teller.score(story) for story in stories]
+    # Aggregate over all tokens, not a mean of per-story means: long stories weigh more.
+    tokens = sum(score.tokens for score in scores)
+    nll = sum(score.nll_per_token * score.tokens for score in scores)
+    byte_count = sum(score.bytes for score in scores)
+    print_record({
         "stories": len(stories),
-        "tokens": int(tokens),
+        "tokens": tokens,
+        "bytes": byte_count,
         "nll_per_token": nll / tokens,
         "perplexity": math.exp(nll / tokens),
         "bits_per_byte": nll / math.log(2) / byte_count,
-    }
-    _print(summary, args.json)
+    }, args.json)
 
 
-def run_info(teller: StoryTeller, args: argparse.Namespace) -> None:
-    info = teller.info()
+def run_info(args: argparse.Namespace) -> None:
+    info = load_teller(args.model, args.revision).info()
     if args.json:
-        _print(info, True)
+        print_record(info, True)
         return
-    status = "trained" if info["trained"] else "UNTRAINED (random weights: it writes gibberish)"
-    print(f"model: {info['source']} ({info['source_kind']}{', revision ' + info['revision'] if info['revision'] else ''})")
+    revision = f", revision {info['revision']}" if info["revision"] else ""
+    print(f"model: {info['source']} ({info['source_kind']}{revision}) at {info['path']}")
     if info["notice"]:
         print(f"notice: {info['notice']}")
-    print(f"status: {status}")
+    print("status: " + ("trained" if info["trained"] else "UNTRAINED (random weights: it writes gibberish)"))
     print(f"parameters: {info['parameters']:,}")
     for key in ("d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "context_length", "dropout", "tie_embeddings"):
         print(f"{key}: {info[key]}")
-    card = info.get("card") or {}
-    if card.get("val_loss"):
-        print(f"validation loss: {card['val_loss']}")
+    print(f"tokenizer_vocab_size: {info['tokenizer_vocab_size']}")
+    print("generation_config: " + json.dumps(info["generation_config"]))
 
 
-def run_evaluate(teller: StoryTeller, args: argparse.Namespace) -> None:
-    from horror.evaluate import evaluate_model
+def run_evaluate(args: argparse.Namespace) -> None:
+    from horror.evaluate import evaluate_model  # written separately; only this command needs it
 
-    prompts = _read_lines(args.prompts)
-    train_texts = [line for path in args.train_file for line in _read_lines(path)] or None
+    prompts = read_lines(args.prompts)
+    train_texts = [line for path in args.train_file for line in read_lines(path)] or None
+    teller = load_teller(args.model, args.revision)
     summary = evaluate_model(teller, prompts, samples=args.samples, train_texts=train_texts, seed=args.seed)
-    if not args.json:
-        summary = {k: v for k, v in summary.items() if k != "examples"}
-    _print(summary, args.json)
+    print_record(summary, args.json)
 
 
 COMMANDS = {"generate": run_generate, "score": run_score, "info": run_info, "evaluate": run_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one subcommand; returns the exit status (0 ok, 2 bad input)."""
+    args = build_parser().parse_args(argv)  # argparse itself exits 2 on malformed flags
     try:
-        teller = StoryTeller.load(args.model, args.revision)
-        if teller.notice:
-            print(f"notice: {teller.notice}", file=sys.stderr)
-        COMMANDS[args.command](teller, args)
-    except (ValueError, FileNotFoundError, ModelLoadError, GenerationError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        COMMANDS[args.command](args)
+    except (ValueError, OSError, ModelLoadError, GenerationError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__  # one line, whatever the error
+        print(f"error: {message}", file=sys.stderr)
         return 2
     return 0

@@ -43,6 +43,10 @@ def _looks_like_path(source: str) -> bool:
 
 def download_from_hub(repo_id: str, revision: str | None = None, local_files_only: bool = False) -> Path:
     """The model files of a Hub repo (downloaded, or from the local Hub cache)."""
+    if not local_files_only:
+        # snapshot_download quietly serves the local cache when the Hub cannot be reached; asking
+        # the Hub first makes that an error, so the caller's fallback can tell the user.
+        HfApi().repo_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_SECONDS)
     path = snapshot_download(
         repo_id,
         revision=revision,

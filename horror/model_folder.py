@@ -96,8 +96,10 @@ def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") ->
     except (SafetensorError, OSError) as error:
         raise ModelLoadError(f"{folder / WEIGHTS_FILE} is corrupt or truncated: {error}") from error
     except RuntimeError as error:  # missing/unexpected keys or wrong shapes
-        first_line = str(error).strip().splitlines()[0][:300]
-        raise ModelLoadError(f"{folder / WEIGHTS_FILE} does not match {CONFIG_FILE}: {first_line}") from error
+        # The first line is only "Error(s) in loading state_dict"; the second names the problem.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        detail = lines[min(1, len(lines) - 1)][:300]
+        raise ModelLoadError(f"{folder / WEIGHTS_FILE} does not match {CONFIG_FILE}: {detail}") from error
     model.to(device).eval()
     generation_config = GenerationConfig()
     if (folder / GENERATION_CONFIG_FILE).is_file():

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 MAX_PROMPT_CHARS = 1000  # a first sentence, or one chain turn
 MAX_SCORE_CHARS = 20_000
 PROMPTS_FILE = BUNDLED_MODEL_DIR.parent / "prompts.txt"
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
 
 
 class GenerationError(RuntimeError):
@@ -181,12 +182,14 @@ class StoryTeller:
         return [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)] if prompt else [self.tokenizer.bos_id]
 
     def _story(self, prompt: str, result: generation.Generation, seconds: float) -> Story:
-        continuation = result.text.strip() if not prompt else result.text.rstrip()
+        # A story is one line of plain text: control bytes the model wrote become spaces.
+        text = _CONTROL_CHARACTERS.sub(" ", result.text)
+        continuation = text.strip() if not prompt else text.rstrip()
         story = f"{prompt}{continuation}" if continuation[:1].isspace() or not prompt else f"{prompt} {continuation}"
         return Story(
             prompt=prompt,
             story=re.sub(r"\s+", " ", story).strip(),
-            continuation=continuation.strip(),
+            continuation=re.sub(r"\s+", " ", continuation).strip(),
             confidence=result.confidence,
             new_tokens=len(result.token_ids),
             seconds=seconds,

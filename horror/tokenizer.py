@@ -26,6 +26,8 @@ class StoryTokenizer:
             raise ValueError(f"tokenizer lacks the special tokens {missing}; retrain it with horror.tokenizer")
         self.pad_id, self.bos_id, self.eos_id, self.unk_id = (ids[t] for t in SPECIAL_TOKENS)
         self.special_ids = frozenset(ids.values())
+        # Text that merely spells "<EOS>" (in a prompt or a story) is text, not a control token.
+        tokenizer.encode_special_tokens = True
 
     @property
     def vocab_size(self) -> int:

@@ -16,6 +16,9 @@ from horror.model_folder import save_model_folder
 from horror.storyteller import StoryTeller
 from horror.tokenizer import StoryTokenizer
 
+# Tiny models gain nothing from threads, and the CI machine is shared: one thread is fastest.
+torch.set_num_threads(1)
+
 SUBJECTS = ["My sister", "The old man", "Our dog", "The babysitter", "A stranger", "My reflection", "The nurse"]
 VERBS = ["whispered", "knocked", "smiled", "waited", "laughed", "stared", "hummed"]
 PLACES = ["at the door", "in the attic", "by the lake", "under my bed", "in the mirror", "at midnight"]
@@ -62,3 +65,34 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: Sto
 @pytest.fixture(scope="session")
 def tiny_teller(tiny_model_dir: Path) -> StoryTeller:
     return StoryTeller.load(tiny_model_dir, fallback=False)
+
+
+def scripted_model(
+    tokenizer: StoryTokenizer, prompt_ids: list[int], script: list[int], filler: int | None = None
+) -> GPT:
+    """A real GPT whose weights make it write `script` after `prompt_ids`, whatever the settings.
+
+    Only the position embeddings carry signal (one-hot per position; token embeddings and every
+    residual branch are zero), and the LM head maps position p to the token due after it. The
+    winning logit beats the rest by ~80, so penalties and sampling cannot change the choice.
+    """
+    context_length = 64
+    config = model_preset(
+        "test-tiny", vocab_size=tokenizer.vocab_size, context_length=context_length, d_model=context_length, n_layers=1
+    )
+    model = GPT(config).eval()
+    filler = tokenizer.encode(" and")[0] if filler is None else filler
+    due = [filler] * context_length
+    for offset, token_id in enumerate(script):
+        due[len(prompt_ids) - 1 + offset] = token_id
+    with torch.no_grad():
+        for param in model.parameters():
+            param.zero_()
+        model.position_embedding.weight.copy_(torch.eye(context_length))
+        model.ln_final.weight.fill_(1.0)
+        for position, token_id in enumerate(due):
+            model.lm_head.weight[token_id, position] = 10.0
+        for block in model.blocks:  # keep LayerNorm well defined inside the (silenced) blocks
+            block.ln_attn.weight.fill_(1.0)
+            block.ln_mlp.weight.fill_(1.0)
+    return model
