@@ -1,14 +1,20 @@
 """Corpora for training, through Hugging Face `datasets`: read local files or Hub datasets,
-filter, split deterministically by hash, tokenise once (cached on disk) and pack."""
+split deterministically by hash, tokenise once (cached on disk), filter by length and pack.
+
+A story is one string with its whitespace collapsed. Sources come in three shapes:
+  stories  TinyStories' convention: lines of text, a line `<|endoftext|>` after each story
+  lines    one story per line (our horror corpus; also running text, one paragraph per line)
+  jsonl    one JSON object per line with a `text` field
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import lzma
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,136 +24,237 @@ from horror.tokenizer import StoryTokenizer
 from train.run_config import Source
 
 STORY_SEPARATOR = "<|endoftext|>"
-# TinyStories V1 holds UTF-8 read as cp1252; these are the sequences that occur in it.
+LOCAL_SUFFIXES = (".txt", ".txt.xz", ".jsonl", ".jsonl.xz")
+# TinyStories V1 holds UTF-8 that was decoded as cp1252 somewhere; these are the sequences in
+# it. Order matters: the bare "â€" (a closing quote whose last byte was lost) goes last.
 MOJIBAKE = {"â€œ": "“", "â€™": "’", "â€˜": "‘", "â€”": "—", "â€“": "–", "â€¦": "…", "â€\x9d": "”", "â€": "”"}
 
 
-def _open_text(path: Path) -> str:
-    if path.suffix == ".xz":
-        with lzma.open(path, "rt", encoding="utf-8") as handle:
-            return handle.read()
-    return path.read_text(encoding="utf-8")
+def fix_mojibake(text: str) -> str:
+    for bad, good in MOJIBAKE.items():
+        text = text.replace(bad, good)
+    return text
 
 
-def _split_stories(text: str) -> Iterator[str]:
-    for chunk in text.split(STORY_SEPARATOR):
-        story = " ".join(chunk.split())
-        if story:
-            yield story
+def _normalise(text: str) -> str:
+    return " ".join(text.split())
 
 
-def _local_stories(source: Source) -> list[str]:
-    path = Path(source.path)
-    text = _open_text(path)
-    fmt = source.format
-    if fmt == "auto":
-        name = path.name.removesuffix(".xz")
-        fmt = "jsonl" if name.endswith(".jsonl") else "stories" if STORY_SEPARATOR in text else "lines"
-    if fmt == "jsonl":
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [" ".join(str(row["text"]).split()) for row in rows if str(row.get("text", "")).strip()]
-    if fmt == "stories":
-        return list(_split_stories(text))
+def group_stories(rows: Iterable[str], fmt: str) -> Iterator[str]:
+    """Stories from rows of text: `<|endoftext|>` rows end a story ("stories"), or each row is one."""
     if fmt == "lines":
-        return [" ".join(line.split()) for line in text.splitlines() if line.strip()]
-    raise ValueError(f"unknown source format {fmt!r} for {path}; use auto, stories, lines or jsonl")
+        yield from (story for story in map(_normalise, rows) if story)
+        return
+    current: list[str] = []
+    for row in rows:
+        if row.strip() == STORY_SEPARATOR:
+            if current:
+                yield _normalise(" ".join(current))
+            current = []
+        elif row.strip():
+            current.append(row)
+    if current:
+        yield _normalise(" ".join(current))
 
 
-def _hub_stories(source: Source) -> list[str]:
-    """A Hub dataset with a `text` column; rows that are `<|endoftext|>` separate stories."""
-    dataset = load_dataset(source.path, data_files=source.data_files, split="train")
-    column = "text" if "text" in dataset.column_names else dataset.column_names[0]
-    joined = "\n".join(dataset[column])
-    return list(_split_stories(joined)) if STORY_SEPARATOR in joined else [" ".join(t.split()) for t in dataset[column] if t.strip()]
+def _open_lines(path: Path) -> Iterator[str]:
+    opener = lzma.open if path.suffix == ".xz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:  # lzma decompresses as it streams
+        yield from handle
 
 
-def read_stories(source: Source) -> list[str]:
-    """All stories of one source, whitespace-normalised; a clear error if there are none."""
-    local = Path(source.path)
-    if local.is_dir():  # every text file in the folder, in name order
-        files = sorted(p for p in local.iterdir() if p.name.endswith((".txt", ".txt.xz", ".jsonl")))
-        stories = [s for p in files for s in _local_stories(dataclasses.replace(source, path=str(p)))]
-    elif local.exists():
-        stories = _local_stories(source)
-    elif source.path.startswith((".", "/", "~")) or source.path.count("/") != 1:
-        raise FileNotFoundError(f"data source {source.path} does not exist (nor is it a Hub dataset id)")
+def _local_format(path: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if path.name.removesuffix(".xz").endswith(".jsonl"):
+        return "jsonl"
+    head = [line for _, line in zip(range(20_000), _open_lines(path))]
+    return "stories" if any(line.strip() == STORY_SEPARATOR for line in head) else "lines"
+
+
+def _local_stories(path: Path, fmt: str) -> Iterator[str]:
+    fmt = _local_format(path, fmt)
+    if fmt == "jsonl":
+        for number, line in enumerate(_open_lines(path), 1):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                    text = row["text"]
+                except (json.JSONDecodeError, KeyError, TypeError) as error:
+                    raise ValueError(f"{path}:{number}: expected a JSON object with a 'text' field") from error
+                if _normalise(str(text)):
+                    yield _normalise(str(text))
     else:
-        stories = _hub_stories(source)
+        yield from group_stories(_open_lines(path), fmt)
+
+
+def _local_files(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(LOCAL_SUFFIXES))
+    if not files:
+        raise FileNotFoundError(f"data folder {path} holds no {', '.join(LOCAL_SUFFIXES)} files")
+    return files
+
+
+def _looks_like_hub_id(text: str) -> bool:
+    # "owner/name" or "name"; anything with path syntax or a file suffix is meant to be local.
+    return not text.startswith((".", "/", "~")) and text.count("/") <= 1 and not text.endswith(LOCAL_SUFFIXES)
+
+
+def load_source(source: Source) -> Dataset:
+    """One source as a `datasets.Dataset` with a `text` column, one story per row."""
+    path = Path(source.path).expanduser()
+    if path.exists():
+        stories = [s for file in _local_files(path) for s in _local_stories(file, source.format)]
+        dataset = Dataset.from_dict({"text": stories})
+    elif _looks_like_hub_id(source.path):
+        dataset = _hub_stories(source)
+    else:
+        raise FileNotFoundError(f"data source {source.path} does not exist (and is not a Hub dataset id)")
+    if source.max_stories:
+        dataset = dataset.select(range(min(source.max_stories, len(dataset))))
     if source.fix_mojibake:
-        for bad, good in MOJIBAKE.items():
-            stories = [story.replace(bad, good) for story in stories]
-    if not stories:
+        dataset = dataset.map(lambda row: {"text": fix_mojibake(row["text"])}, keep_in_memory=True)
+    if len(dataset) == 0:
         raise ValueError(f"data source {source.path} holds no stories")
-    return stories
+    return dataset
 
 
-def mix_sources(sources: list[Source], seed: int) -> list[str]:
-    """Stories of several sources; a weight w repeats a source w times (fractions sample)."""
-    rng = random.Random(seed)
-    mixed: list[str] = []
-    for source in sources:
-        stories = read_stories(source)
-        whole, fraction = divmod(source.weight, 1.0)
-        mixed.extend(stories * int(whole))
-        mixed.extend(rng.sample(stories, int(round(fraction * len(stories)))))
-    return mixed
+def _hub_stories(source: Source) -> Dataset:
+    """A Hub dataset, e.g. roneneldan/TinyStories with data_files=TinyStoriesV2-GPT4-train.txt
+    (one row per line, `<|endoftext|>` rows between stories) or a dataset with one story per row."""
+    try:
+        rows = load_dataset(source.path, data_files=source.data_files, split="train")
+    except Exception as error:  # offline, no such dataset, gated, bad data_files ...
+        raise ValueError(f"could not load the Hub dataset {source.path!r}: {str(error).splitlines()[0][:300]}") from error
+    if "text" not in rows.column_names:
+        raise ValueError(f"Hub dataset {source.path} has no 'text' column (columns: {rows.column_names})")
+    fmt = source.format
+    if fmt in ("auto", "jsonl"):  # a Hub row is already a parsed record; look for separator rows
+        head = rows[: min(len(rows), 20_000)]["text"]
+        fmt = "stories" if any(str(t).strip() == STORY_SEPARATOR for t in head) else "lines"
+    texts = (str(t) for batch in rows.iter(batch_size=10_000) for t in batch["text"])
+    stories = group_stories(texts, fmt)
+    if source.max_stories:
+        stories = (story for _, story in zip(range(source.max_stories), stories))
+    return Dataset.from_dict({"text": list(stories)})
 
 
 def is_validation(story: str, fraction: float) -> bool:
     """Deterministic split: the same story always lands on the same side, whatever the order."""
     digest = int.from_bytes(hashlib.sha1(story.encode("utf-8")).digest()[:8], "big")
-    return digest % 10_000 < fraction * 10_000
+    return digest % 1_000_000 < fraction * 1_000_000
 
 
-def split_train_val(stories: list[str], fraction: float) -> tuple[list[str], list[str]]:
-    train = [s for s in stories if not is_validation(s, fraction)]
-    val = [s for s in stories if is_validation(s, fraction)]
+@dataclass
+class Corpus:
+    """One phase's text: the weighted training mix, the held-out stories, and facts for the card."""
+
+    train: list[str]
+    val: list[str]
+    unique_train: list[str]  # before weighting: what the tokenizer learns from
+    facts: dict = field(default_factory=dict)
+
+
+def build_corpus(sources: list[Source], val_fraction: float, seed: int) -> Corpus:
+    """Read and mix sources. A weight repeats (2.0) or samples (0.5) a source's training stories;
+    validation stories are never repeated."""
+    rng = random.Random(seed)
+    train: list[str] = []
+    val: list[str] = []
+    unique: list[str] = []
+    per_source = []
+    for source in sources:
+        stories = load_source(source)["text"]
+        if source.split == "hash":
+            held_out = [is_validation(s, val_fraction) for s in stories]
+            source_val = [s for s, v in zip(stories, held_out) if v]
+            source_train = [s for s, v in zip(stories, held_out) if not v]
+        else:
+            source_train, source_val = (stories, []) if source.split == "train" else ([], stories)
+        whole, fraction = divmod(source.weight, 1.0)
+        train.extend(source_train * int(whole))
+        train.extend(rng.sample(source_train, int(round(fraction * len(source_train)))))
+        val.extend(source_val)
+        unique.extend(source_train)
+        per_source.append({"source": source.path, "stories": len(stories), "weight": source.weight})
     if not train or not val:
-        raise ValueError(f"{len(stories)} stories are too few to split into train and validation")
-    return train, val
+        raise ValueError(
+            f"{len(train)} training and {len(val)} validation stories from {[s.path for s in sources]}: "
+            "need both (more data, a larger val_fraction, or a source with split 'val')"
+        )
+    return Corpus(train, val, unique, {"sources": per_source, "train_stories": len(train), "val_stories": len(val)})
 
 
-def tokenize_stories(
-    stories: list[str], tokenizer: StoryTokenizer, cache_dir: Path, tag: str
-) -> list[np.ndarray]:
-    """<BOS> story <EOS> ids per story, via `datasets.map`, cached on disk by content hash."""
-    key = hashlib.sha1()
+def tokenize_stories(stories: list[str], tokenizer: StoryTokenizer, cache_dir: Path) -> list[np.ndarray]:
+    """<BOS> story <EOS> ids per story, via `datasets.map`, cached on disk by content hash so a
+    second run (or a resumed one) starts at once."""
+    key = hashlib.sha1(b"tokenized-v2\0")
     key.update(tokenizer.tokenizer.to_str().encode())
     for story in stories:
         key.update(story.encode("utf-8") + b"\0")
-    cache_file = cache_dir / f"{tag}-{key.hexdigest()[:16]}.npz"
+    cache_file = Path(cache_dir) / f"{key.hexdigest()[:20]}.npz"
     if cache_file.is_file():
-        with np.load(cache_file) as data:
-            return np.split(data["ids"], data["offsets"][1:-1])
-    dataset = Dataset.from_dict({"text": stories})
-    encoded = dataset.map(
-        lambda batch: {"ids": [tokenizer.encode_story(t) for t in batch["text"]]},
+        with np.load(cache_file) as cached:
+            return np.split(cached["ids"], cached["offsets"][1:-1])
+    bos, eos = tokenizer.bos_id, tokenizer.eos_id
+    encoded = Dataset.from_dict({"text": stories}).map(
+        lambda batch: {"ids": [[bos, *ids, eos] for ids in tokenizer.encode_batch(batch["text"])]},
         batched=True,
+        batch_size=2000,
         remove_columns=["text"],
         keep_in_memory=True,
+        desc="tokenising",
     )
     arrays = [np.asarray(ids, dtype=np.int32) for ids in encoded["ids"]]
     offsets = np.cumsum([0] + [len(a) for a in arrays])
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_suffix(".tmp.npz")
+    cache_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache_file.with_name(f"{cache_file.stem}.{random.randrange(1 << 30)}.tmp.npz")
     np.savez(tmp, ids=np.concatenate(arrays) if arrays else np.zeros(0, np.int32), offsets=offsets)
-    tmp.replace(cache_file)
+    tmp.replace(cache_file)  # atomic: a reader never sees half a file
     return arrays
 
 
 def filter_by_length(sequences: list[np.ndarray], min_tokens: int, max_tokens: int) -> list[np.ndarray]:
+    """Sequences whose length (with <BOS> and <EOS>) is in [min_tokens, max_tokens]."""
     return [s for s in sequences if min_tokens <= len(s) <= max_tokens]
 
 
-def pack(sequences: list[np.ndarray], row_length: int, pad_id: int) -> np.ndarray:
-    """Concatenate stories into rows of `row_length` tokens so no compute goes to padding.
+def pack_stream(sequences: list[np.ndarray], row_length: int, pad_id: int, seed: int) -> np.ndarray:
+    """Pretraining rows: shuffled stories laid end to end and cut every `row_length` tokens.
 
-    Only the last row is padded; `pad_id` positions are ignored by the loss. Stories run
-    across row boundaries and attention crosses story boundaries (as in nanoGPT); each story
-    starts with <BOS>, which tells the model a new story begins.
+    No compute goes to padding (only the last row is padded). A story may run across two rows,
+    and attention is plain causal over the row, so a token also sees the end of the previous
+    story, as in nanoGPT; the <BOS> at each story's start tells the model a new story begins.
     """
-    stream = np.concatenate(sequences) if sequences else np.zeros(0, np.int32)
+    order = np.random.default_rng(seed).permutation(len(sequences))
+    stream = np.concatenate([sequences[i] for i in order]) if len(sequences) else np.zeros(0, np.int32)
     rows = -(-len(stream) // row_length)
     packed = np.full(rows * row_length, pad_id, dtype=np.int64)
     packed[: len(stream)] = stream
     return packed.reshape(rows, row_length)
+
+
+def pack_whole(sequences: list[np.ndarray], row_length: int, pad_id: int, seed: int) -> np.ndarray:
+    """Fine-tuning rows: whole stories, best-fit decreasing, so no story is cut and almost no row
+    space is left over; what is left is padding, which the loss ignores. Every row starts at a
+    story's <BOS>, as generation does; the stories within a row are in seeded random order."""
+    by_free: list[list[int]] = [[] for _ in range(row_length + 1)]  # row ids by free space left
+    rows: list[list[int]] = []
+    for index in sorted(range(len(sequences)), key=lambda i: -len(sequences[i])):
+        size = min(len(sequences[index]), row_length)
+        free = next((f for f in range(size, row_length + 1) if by_free[f]), None)
+        if free is None:
+            row, free = len(rows), row_length
+            rows.append([])
+        else:
+            row = by_free[free].pop()
+        rows[row].append(index)
+        by_free[free - size].append(row)
+    rng = np.random.default_rng(seed)
+    packed = np.full((len(rows), row_length), pad_id, dtype=np.int64)
+    for r, members in enumerate(rows):
+        row_ids = np.concatenate([sequences[i][:row_length] for i in rng.permutation(members)])
+        packed[r, : len(row_ids)] = row_ids
+    return packed

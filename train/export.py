@@ -1,5 +1,5 @@
-"""Export a finished run: the Hub-style model folder (with model card and card.json facts),
-the loss-curve plot and a summary."""
+"""Export a finished run: the Hub-style model folder (model card README.md with YAML metadata,
+and card.json with the run's facts), the loss-curve plot, and a printable summary."""
 
 from __future__ import annotations
 
@@ -12,26 +12,28 @@ from horror.model_folder import save_model_folder
 from horror.tokenizer import StoryTokenizer
 from train.run_config import TrainConfig
 
+# The original project's sampling defaults, written to generation_config.json.
 ORIGINAL_SAMPLING = GenerationConfig(temperature=0.4, top_k=30, top_p=0.9, repetition_penalty=1.2, max_new_tokens=55)
+PHASE_TITLES = {"pretrain": "pretraining", "finetune": "fine-tuning"}
 
 
 def plot_loss_curves(metrics: list[dict], path: Path) -> None:
-    """Train and validation loss per phase, side by side."""
+    """Train and validation loss per phase, side by side (matplotlib's Agg backend: no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    phases = [p for p in ("pretrain", "finetune") if any(m["phase"] == p for m in metrics)]
+    phases = [p for p in PHASE_TITLES if any(m["phase"] == p for m in metrics)]
     if not phases:
         return
     figure, axes = plt.subplots(1, len(phases), figsize=(5.5 * len(phases), 3.6), squeeze=False)
     for axis, phase in zip(axes[0], phases):
         rows = [m for m in metrics if m["phase"] == phase]
         steps = [m["step"] for m in rows]
-        axis.plot(steps, [m["train_loss"] for m in rows], label="train (last batch)", alpha=0.7)
+        axis.plot(steps, [m["train_loss"] for m in rows], label="train (mean since last eval)", alpha=0.8)
         axis.plot(steps, [m["val_loss"] for m in rows], label="validation", marker="o", markersize=3)
-        axis.set_title(phase)
+        axis.set_title(PHASE_TITLES[phase])
         axis.set_xlabel("optimizer step")
         axis.set_ylabel("cross-entropy (nats/token)")
         axis.grid(alpha=0.3)
@@ -41,26 +43,52 @@ def plot_loss_curves(metrics: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def best_val(state: dict, phase: str) -> float | None:
-    return state.get(phase, {}).get("best")
+def run_facts(cfg: TrainConfig, model: GPT, state: dict) -> dict:
+    """What card.json records: the app and CLI show these."""
+    phases = [p for p in PHASE_TITLES if p in state["done"]]
+    return {
+        "untrained": False,
+        "name": cfg.name,
+        "parameters": model.num_parameters(),
+        "model_preset": cfg.model_preset if not cfg.init_from else None,
+        "init_from": cfg.init_from or None,
+        "data": state["facts"],
+        "val_loss": {p: round(state["phases"][p]["best"], 4) for p in phases},
+        "tokens_seen": {p: state["phases"][p]["tokens"] for p in phases},
+        "steps": {p: state["phases"][p]["step"] for p in phases},
+        "train_seconds": {p: round(state["phases"][p]["train_seconds"], 1) for p in phases},
+        "wall_seconds": round(state["wall_seconds"], 1),
+    }
+
+
+def _recipe_line(name: str, cfg: TrainConfig) -> str:
+    phase = getattr(cfg, name)
+    warmup = f"{phase.warmup_fraction:.0%} of steps" if phase.warmup_fraction else f"{phase.warmup_steps} steps"
+    return (f"- {PHASE_TITLES[name]}: up to {phase.epochs} epochs, AdamW (betas 0.9/0.95) lr {phase.lr:g}, "
+            f"linear warmup {warmup}, cosine decay to {phase.min_lr_ratio:g}x, weight decay {phase.weight_decay:g} "
+            f"(matrices only), gradient clip {phase.grad_clip:g}, batch {phase.batch_size} x {phase.grad_accum} rows, "
+            f"early stopping patience {phase.patience or 'off'} (evaluating every {phase.eval_every} steps and "
+            f"each epoch); the weights with the best validation loss are kept.")
 
 
 def model_card(cfg: TrainConfig, model: GPT, facts: dict) -> str:
     """README.md for the model folder, with Hub YAML metadata."""
     c = model.config
-    losses = facts["val_loss"]
-    rows = "\n".join(
-        f"| {phase} | {', '.join(Path(s).name for s in facts['data'].get(phase, {}).get('sources', []))} | "
-        f"{facts['data'].get(phase, {}).get('train_stories', '-')} | {facts['tokens_seen'].get(phase, 0):,} | "
-        f"{losses.get(phase) if losses.get(phase) is not None else '-'} |"
-        for phase in ("pretrain", "finetune") if phase in facts["data"]
+    hub_datasets = sorted({s["source"] for p in facts["data"].values() for s in p["sources"]
+                           if not Path(s["source"]).exists() and s["source"].count("/") == 1})
+    table = "\n".join(
+        f"| {PHASE_TITLES[p]} | {', '.join(Path(s['source']).name or s['source'] for s in d['sources'])} | "
+        f"{d['train_kept']:,} ({d['train_kept_share']:.1%} kept) | {d['val_kept']:,} | "
+        f"{facts['tokens_seen'].get(p, 0):,} | {facts['val_loss'].get(p, '-')} |"
+        for p, d in facts["data"].items()
     )
+    metadata = ["license: mit", "language: en", "library_name: pytorch", "pipeline_tag: text-generation",
+                "tags: [text-generation, horror, two-sentence-horror, gpt, from-scratch]"]
+    if hub_datasets:
+        metadata.append(f"datasets: [{', '.join(hub_datasets)}]")
+    tokens = sum(facts["tokens_seen"].values())
     return f"""---
-license: mit
-language: en
-library_name: pytorch
-pipeline_tag: text-generation
-tags: [text-generation, horror, two-sentence-horror, gpt, from-scratch]
+{chr(10).join(metadata)}
 ---
 # Two-Sentence Horror — {cfg.name}
 
@@ -71,44 +99,56 @@ two-sentence horror stories (sentence one: an ordinary setup; sentence two: the 
 {c.n_layers} layers, d_model {c.d_model}, {c.n_heads} heads, FFN {c.d_ff}, context {c.context_length} tokens,
 vocabulary {c.vocab_size} (byte-level BPE), dropout {c.dropout}, tied embeddings: {c.tie_embeddings}.
 
-## Training
-| phase | data | stories (train) | tokens seen | best val loss (nats/token) |
-|---|---|---|---|---|
-{rows}
+## Data
+| phase | sources | training stories | validation stories | tokens seen | best val loss (nats/token) |
+|---|---|---|---|---|---|
+{table}
 
-Recipe: AdamW, cosine schedule with warmup; pretrain lr {cfg.pretrain.lr}, fine-tune lr {cfg.finetune.lr},
-weight decay {cfg.finetune.weight_decay}, early stopping (patience {cfg.finetune.patience}). Wall time
-{facts['wall_seconds'] / 60:.1f} min. Full config: `train_config.json` in the run folder.
+Validation stories are chosen by a hash of their text ({cfg.val_fraction:.0%}), so a story never moves between
+splits. Fine-tuning keeps stories of {cfg.finetune_min_tokens}-{cfg.finetune_max_tokens} tokens (with <BOS> and
+<EOS>); pretraining keeps stories that fit the context window.
+
+## Training recipe
+{_recipe_line("pretrain", cfg) if "pretrain" in facts["data"] else ""}
+{_recipe_line("finetune", cfg) if "finetune" in facts["data"] else ""}
+- Pretraining rows pack stories end to end (<BOS> story <EOS> ...) into full {c.context_length}-token windows;
+  fine-tuning rows hold whole stories, padding ignored by the loss. Attention is plain causal over a row.
+
+{tokens:,} tokens seen in {facts['wall_seconds'] / 60:.1f} min of wall time. Full config: `train_config.json`
+in the run folder; the facts above are in `card.json`.
 
 ## Use
 ```python
-from horror import StoryTeller
+from horror.storyteller import StoryTeller
 teller = StoryTeller.load("path/or/hub-repo-id")
 print(teller.tell("I heard my mother call my name from the kitchen.").story)
 ```
 Default sampling (generation_config.json): temperature 0.4, top-k 30, top-p 0.9, repetition penalty 1.2,
-55 new tokens, stop at `<EOS>`.
+55 new tokens, stop at <EOS>.
+
+## Limitations
+A small model trained on synthetic stories: it repeats themes, sometimes loses the thread between the two
+sentences, and can write dark content (PG-13 by intent, not by guarantee).
 """
 
 
-def export_run(cfg: TrainConfig, model: GPT, tokenizer: StoryTokenizer, state: dict, run_dir: Path) -> str:
-    """Write run_dir/model and loss_curves.png; return a printable summary."""
-    phases = [p for p in ("pretrain", "finetune") if p in state and isinstance(state[p], dict)]
-    facts = {
-        "untrained": False,
-        "name": cfg.name,
-        "parameters": model.num_parameters(),
-        "data": state.get("facts", {}),
-        "val_loss": {p: round(best_val(state, p), 4) for p in phases if best_val(state, p) is not None},
-        "tokens_seen": {p: state[p]["tokens"] for p in phases},
-        "wall_seconds": round(state.get("wall_seconds", 0.0), 1),
-    }
-    folder = save_model_folder(run_dir / "model", model, tokenizer, ORIGINAL_SAMPLING, model_card(cfg, model, facts))
+def export_run(cfg: TrainConfig, model: GPT, tokenizer: StoryTokenizer, state: dict, run_dir: Path) -> Path:
+    """Write run_dir/model (weights, tokenizer, configs, card, card.json) and run_dir/loss_curves.png."""
+    facts = run_facts(cfg, model, state)
+    folder = save_model_folder(run_dir / "model", model.eval(), tokenizer, ORIGINAL_SAMPLING, model_card(cfg, model, facts))
     (folder / "card.json").write_text(json.dumps(facts, indent=2) + "\n")
-    plot_loss_curves(state.get("metrics", []), run_dir / "loss_curves.png")
-    tokens = sum(facts["tokens_seen"].values())
-    rate = tokens / facts["wall_seconds"] if facts["wall_seconds"] else 0.0
-    lines = [f"run {cfg.name} finished: model in {folder}"]
-    lines += [f"  best val loss {p}: {facts['val_loss'].get(p)}" for p in phases]
-    lines.append(f"  tokens seen {tokens:,}; wall time {facts['wall_seconds'] / 60:.1f} min; {rate:,.0f} tokens/s")
+    plot_loss_curves(state["metrics"], run_dir / "loss_curves.png")
+    return folder
+
+
+def summary(cfg: TrainConfig, state: dict, folder: Path) -> str:
+    """The end-of-run report: best validation loss per phase, tokens, time, throughput."""
+    lines = [f"run {cfg.name} finished; model folder: {folder}"]
+    for name in PHASE_TITLES:
+        progress = state["phases"].get(name)
+        if progress and name in state["done"]:
+            rate = progress["tokens"] / max(progress["train_seconds"], 1e-9)
+            lines.append(f"  {name:8s} best val loss {progress['best']:.4f} after {progress['step']:,} steps; "
+                         f"{progress['tokens']:,} tokens at {rate:,.0f} tokens/s")
+    lines.append(f"  wall time {state['wall_seconds'] / 60:.1f} min")
     return "\n".join(lines)

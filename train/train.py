@@ -1,24 +1,24 @@
 """Train the horror model end to end: tokenizer -> pretrain -> fine-tune -> export.
 
-    accelerate launch train/train.py --config train/configs/cpu.json [--field value ...]
-    python train/train.py --config train/configs/smoke.json --out_dir runs/smoke
-    python train/train.py --config ... --resume          # continue an interrupted run
+    accelerate launch train/train.py --config train/configs/seed-15m.json
+    python train/train.py --config train/configs/cpu.json --pretrain.epochs 2   # any field: --field value
+    python train/train.py --config train/configs/cpu.json --resume              # continue an interrupted run
 
-The shape is the Accelerate examples': build everything, `accelerator.prepare`, loop,
-`accelerator.backward`, `save_state`/`load_state` for checkpoints, metrics reduced across
-processes. Data order is our own deterministic sharding, so a resumed run replays exactly.
+The shape is the Accelerate examples': build everything, `accelerator.prepare`, loop with
+`accelerator.accumulate` / `accelerator.backward`, `save_state` / `load_state` for checkpoints,
+metrics reduced across processes. Batches come from our own seeded sampler (a permutation per
+epoch, sharded by rank), so the checkpoint's (epoch, batch) position replays a run exactly.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
-import os
 import shutil
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -27,344 +27,441 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python train/train.py` from anywhere
 
+import datasets  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from safetensors.torch import load_model, save_model  # noqa: E402
 from tqdm.auto import tqdm  # noqa: E402
 
-from horror.config import GenerationConfig, model_preset  # noqa: E402
+from horror.config import model_preset  # noqa: E402
 from horror.model import GPT  # noqa: E402
-from horror.model_folder import LoadedModel, load_model_folder  # noqa: E402
+from horror.model_folder import LoadedModel, ModelLoadError, load_model_folder  # noqa: E402
 from horror.storyteller import StoryTeller  # noqa: E402
 from horror.tokenizer import StoryTokenizer  # noqa: E402
 from train import data  # noqa: E402
-from train.export import export_run  # noqa: E402
+from train.export import ORIGINAL_SAMPLING, export_run, summary  # noqa: E402
 from train.run_config import PhaseConfig, TrainConfig, load_config  # noqa: E402
 
 PHASES = ("pretrain", "finetune")
 
 
 # ----- setup --------------------------------------------------------------------------
-def build_tokenizer(cfg: TrainConfig, run_dir: Path, pretrain: list[str], finetune: list[str]) -> StoryTokenizer:
-    path = run_dir / "tokenizer.json"
-    if path.is_file():  # resuming, or another process already trained it
-        return StoryTokenizer.load(path)
+def model_folder(source: str) -> Path:
+    """A model folder on disk, or the files of a Hub repo id."""
+    if Path(source).expanduser().exists():
+        return Path(source).expanduser()
+    from horror.hub import download_from_hub
+
+    try:
+        return download_from_hub(source)
+    except Exception as error:  # offline, no such repo, not a valid id ...
+        raise FileNotFoundError(f"{source!r} is not a model folder and could not be fetched from the Hub: "
+                                f"{str(error).splitlines()[0][:200]}") from error
+
+
+def build_tokenizer(cfg: TrainConfig, corpora: dict[str, data.Corpus]) -> StoryTokenizer:
+    """Reuse `tokenizer_from`, or train a BPE on up to N stories of each corpus (the original: 50K + 50K)."""
     if cfg.tokenizer_from:
-        return StoryTokenizer.load(cfg.tokenizer_from)
-    cap = cfg.tokenizer_stories_per_corpus
-    return StoryTokenizer.train(pretrain[:cap] + finetune[:cap], cfg.vocab_size, cfg.min_frequency)
+        return StoryTokenizer.load(model_folder(cfg.tokenizer_from))
+    texts: list[str] = []
+    for corpus in corpora.values():
+        cap = cfg.tokenizer_stories_per_corpus
+        stories = corpus.unique_train
+        texts += stories if len(stories) <= cap else np.random.default_rng(cfg.seed).choice(stories, cap, replace=False).tolist()
+    return StoryTokenizer.train(texts, cfg.vocab_size, cfg.min_frequency)
 
 
-def prepare_rows(cfg: TrainConfig, tokenizer: StoryTokenizer, context_length: int, accelerator: Accelerator):
-    """Packed (rows, context+1) token arrays per phase and split, plus facts for the card."""
-    cache_dir = Path(cfg.cache_dir)
+def prepare_rows(cfg: TrainConfig, corpora: dict[str, data.Corpus], tokenizer: StoryTokenizer,
+                 context_length: int, accelerator: Accelerator) -> tuple[dict, dict]:
+    """Packed (rows, context_length + 1) token arrays per phase and split, plus facts for the card."""
     rows: dict[str, dict[str, np.ndarray]] = {}
     facts: dict[str, dict] = {}
-    for phase, sources in (("pretrain", cfg.pretrain_sources), ("finetune", cfg.finetune_sources)):
-        if getattr(cfg, f"skip_{phase}"):
-            continue
-        if not sources:
-            raise ValueError(f"no {phase}_sources given (or set skip_{phase})")
-        stories = data.mix_sources(sources, cfg.seed)
-        train_stories, val_stories = data.split_train_val(stories, cfg.val_fraction)
-        phase_rows, phase_facts = {}, {"sources": [s.path for s in sources], "stories": len(stories)}
-        for split, split_stories in (("train", train_stories), ("val", val_stories)):
-            with accelerator.main_process_first():  # one process fills the cache, the rest read it
-                sequences = data.tokenize_stories(split_stories, tokenizer, cache_dir, f"{phase}-{split}")
-            if phase == "finetune":
-                low, high = cfg.finetune_min_tokens, cfg.finetune_max_tokens
-            else:
-                low, high = 2, context_length + 1  # the original kept stories that fit the window
+    for phase, corpus in corpora.items():
+        # The original kept pretraining stories that fit the window; fine-tuning has its own bounds.
+        low, high = (cfg.finetune_min_tokens, cfg.finetune_max_tokens) if phase == "finetune" else (2, context_length)
+        pack = data.pack_whole if phase == "finetune" else data.pack_stream
+        phase_facts = dict(corpus.facts)
+        rows[phase] = {}
+        for split in ("train", "val"):
+            with accelerator.main_process_first():  # one process fills the cache, the others read it
+                sequences = data.tokenize_stories(getattr(corpus, split), tokenizer, Path(cfg.cache_dir))
             kept = data.filter_by_length(sequences, low, high)
             if not kept:
-                raise ValueError(f"the {phase} {split} split is empty after the {low}-{high} token filter")
-            phase_facts[f"{split}_stories"] = len(kept)
+                raise ValueError(f"no {phase} {split} story is {low}-{high} tokens long; check the data and filters")
+            packed = pack(kept, context_length + 1, tokenizer.pad_id, cfg.seed)
+            real_tokens = int(sum(len(s) for s in kept))
+            phase_facts[f"{split}_kept"] = len(kept)
             phase_facts[f"{split}_kept_share"] = round(len(kept) / len(sequences), 4)
-            phase_facts[f"{split}_tokens"] = int(sum(len(s) for s in kept))
-            phase_rows[split] = data.pack(kept, context_length + 1, tokenizer.pad_id)
-        rows[phase], facts[phase] = phase_rows, phase_facts
+            phase_facts[f"{split}_tokens"] = real_tokens
+            phase_facts[f"{split}_padding_share"] = round(1 - real_tokens / packed.size, 4)
+            rows[phase][split] = packed
+        accelerator.print(
+            f"{phase}: kept {phase_facts['train_kept']:,} of {phase_facts['train_stories']:,} training stories "
+            f"({phase_facts['train_kept_share']:.1%}) with {low}-{high} tokens; {len(rows[phase]['train']):,} rows of "
+            f"{context_length + 1} tokens ({phase_facts['train_padding_share']:.1%} padding); "
+            f"{phase_facts['val_kept']:,} validation stories"
+        )
+        facts[phase] = phase_facts
     return rows, facts
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: biases, norms and embeddings are left alone."""
+    """Decay weight matrices only: biases, norms and embeddings are left alone."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         (decay if param.dim() >= 2 and "embedding" not in name else no_decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def lr_lambda(phase: PhaseConfig, total_steps: int):
-    """Linear warmup, then cosine decay to `min_lr_ratio` of the peak."""
+def lr_factor(phase: PhaseConfig, total_steps: int):
+    """Linear warmup, then cosine decay to a floor of `min_lr_ratio` of the peak."""
+    warmup = round(phase.warmup_fraction * total_steps) if phase.warmup_fraction else phase.warmup_steps
+
     def factor(step: int) -> float:
-        if step < phase.warmup_steps:
-            return (step + 1) / (phase.warmup_steps + 1)
-        progress = min(1.0, (step - phase.warmup_steps) / max(1, total_steps - phase.warmup_steps))
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return phase.min_lr_ratio + (1 - phase.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
     return factor
 
 
-def steps_per_epoch(num_rows: int, phase: PhaseConfig, num_processes: int) -> int:
-    return max(1, num_rows // num_processes // (phase.batch_size * phase.grad_accum))
+def phase_steps(num_rows: int, phase: PhaseConfig, num_processes: int) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps) for a phase."""
+    per_epoch = num_rows // num_processes // (phase.batch_size * phase.grad_accum)
+    if per_epoch < 1:
+        raise ValueError(f"{num_rows} rows are too few for batch_size {phase.batch_size} x grad_accum "
+                         f"{phase.grad_accum} x {num_processes} processes: lower the batch size")
+    total = per_epoch * phase.epochs
+    return per_epoch, min(total, phase.max_steps) if phase.max_steps else total
 
 
-def epoch_batches(rows: np.ndarray, phase: PhaseConfig, seed: int, epoch: int, accelerator: Accelerator):
-    """This process's micro-batches for one epoch: a seeded permutation, sharded by rank."""
-    order = np.random.default_rng([seed, epoch]).permutation(len(rows))
-    per_process = len(order) // accelerator.num_processes
+def epoch_groups(num_rows: int, phase: PhaseConfig, seed: int, phase_index: int, epoch: int,
+                 accelerator: Accelerator) -> list[list[np.ndarray]]:
+    """This process's micro-batches for one epoch, grouped per optimizer step: a seeded
+    permutation, sharded by rank. Deterministic, so a resumed run can skip straight to its place."""
+    order = np.random.default_rng([seed, phase_index, epoch]).permutation(num_rows)
+    per_process = num_rows // accelerator.num_processes
     mine = order[accelerator.process_index * per_process:(accelerator.process_index + 1) * per_process]
-    usable = len(mine) // phase.batch_size * phase.batch_size
-    return [mine[i:i + phase.batch_size] for i in range(0, usable, phase.batch_size)]
+    step_rows = phase.batch_size * phase.grad_accum
+    steps = len(mine) // step_rows
+    return [[mine[s * step_rows + m * phase.batch_size:s * step_rows + (m + 1) * phase.batch_size]
+             for m in range(phase.grad_accum)] for s in range(steps)]
 
 
-def lm_loss(model: torch.nn.Module, batch: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, int]:
+def lm_loss(model: torch.nn.Module, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mean next-token cross-entropy over the real targets: padding positions are ignored."""
     logits = model(batch[:, :-1])
     targets = batch[:, 1:]
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=pad_id)
-    return loss, int((targets != pad_id).sum())
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=pad_id)
+
+
+def real_targets(rows: np.ndarray, pad_id: int) -> int:
+    return int((rows[:, 1:] != pad_id).sum())
 
 
 @torch.no_grad()
 def evaluate(model, rows: np.ndarray, accelerator: Accelerator, pad_id: int, batch_size: int) -> float:
-    """Token-weighted validation loss over every process's shard."""
+    """Token-weighted validation loss over every process's shard, reduced across processes."""
     model.eval()
     total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
     shard = rows[accelerator.process_index::accelerator.num_processes]
     for start in range(0, len(shard), batch_size):
-        batch = torch.from_numpy(shard[start:start + batch_size]).to(accelerator.device)
-        loss, count = lm_loss(model, batch, pad_id)
-        total += torch.tensor([loss.item() * count, count], device=accelerator.device, dtype=torch.float64)
+        rows_batch = shard[start:start + batch_size]
+        loss = lm_loss(model, torch.from_numpy(rows_batch).to(accelerator.device), pad_id)
+        count = real_targets(rows_batch, pad_id)
+        total += torch.stack([loss.double() * count, torch.tensor(count, dtype=torch.float64, device=loss.device)])
     total = accelerator.reduce(total, reduction="sum")
     model.train()
     return (total[0] / total[1].clamp(min=1)).item()
 
 
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = p
+        elif isinstance(getattr(module, "dropout", None), float):  # SDPA's attention dropout
+            module.dropout = p
+
+
 # ----- checkpoints ------------------------------------------------------------------
+def find_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint: `checkpoint`, or a finished `.tmp` / the `.old` one if a
+    kill fell between the two renames of `save_checkpoint`."""
+    for name in ("checkpoint", "checkpoint.tmp", "checkpoint.old"):
+        if (run_dir / name / "trainer_state.json").is_file():
+            return run_dir / name
+    return None
+
+
 def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict) -> None:
-    """accelerator.save_state into a temp folder, then an atomic rename: a kill mid-write
-    leaves the previous checkpoint intact."""
+    """accelerator.save_state into a temp folder, trainer state last, then renames: a kill at any
+    moment leaves one complete checkpoint behind."""
     final, tmp, old = run_dir / "checkpoint", run_dir / "checkpoint.tmp", run_dir / "checkpoint.old"
-    if accelerator.is_main_process and tmp.exists():
-        shutil.rmtree(tmp)
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    accelerator.save_state(str(tmp))  # model, optimizers, schedulers, every process's RNG
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / "trainer_state.json").write_text(json.dumps(state))
         if final.exists():
+            shutil.rmtree(old, ignore_errors=True)
             final.rename(old)
         tmp.rename(final)
         shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
 
 
-def save_best(accelerator: Accelerator, model, path: Path) -> None:
-    if accelerator.is_main_process:
-        tmp = path.with_suffix(".tmp")
-        save_model(accelerator.unwrap_model(model), str(tmp))
-        tmp.replace(path)
-
-
-def write_samples(accelerator: Accelerator, model, tokenizer, cfg: TrainConfig, phase: str, run_dir: Path) -> None:
-    """A few stories through the shared StoryTeller path, printed and saved."""
-    if not accelerator.is_main_process:
+def write_samples(accelerator: Accelerator, model, tokenizer: StoryTokenizer, cfg: TrainConfig, phase: str,
+                  run_dir: Path) -> None:
+    """A few stories through the shared StoryTeller path (a CPU copy, as the app serves it)."""
+    if not accelerator.is_main_process or not cfg.sample_prompts:
         return
-    unwrapped = accelerator.unwrap_model(model)
-    unwrapped.eval()
-    teller = StoryTeller(LoadedModel(unwrapped, tokenizer, GenerationConfig(), run_dir, {}))
-    lines = [f"## after {phase}"]
-    for index, prompt in enumerate(cfg.sample_prompts):
-        story = teller.tell(prompt, seed=cfg.seed + index)
-        lines.append(f"- {story.story}")
-    unwrapped.train()
+    cpu_model = copy.deepcopy(accelerator.unwrap_model(model)).float().cpu().eval()
+    teller = StoryTeller(LoadedModel(cpu_model, tokenizer, ORIGINAL_SAMPLING, run_dir, {}))
+    with torch.random.fork_rng(devices=[]):  # leave the training RNG exactly as it was
+        lines = [f"## after {phase}"] + [f"- {teller.tell(p, seed=cfg.seed + i).story}"
+                                          for i, p in enumerate(cfg.sample_prompts)]
     with open(run_dir / "samples.txt", "a") as handle:
         handle.write("\n".join(lines) + "\n\n")
     accelerator.print("\n".join(lines))
 
 
 # ----- the loop ---------------------------------------------------------------------
-def train_phase(name, phase_cfg, model, optimizer, scheduler, rows, cfg, accelerator, run_dir, state, pad_id):
-    """Run one phase from wherever `state` says it stands; returns when it ends or stops early."""
-    total_steps = steps_per_epoch(len(rows["train"]), phase_cfg, accelerator.num_processes) * phase_cfg.epochs
-    if phase_cfg.max_steps:
-        total_steps = min(total_steps, phase_cfg.max_steps)
-    progress = state.setdefault(name, {"epoch": 0, "batch": 0, "step": 0, "best": None, "stale": 0, "tokens": 0})
-    if phase_cfg.dropout is not None:
-        for module in model.modules():
-            if isinstance(module, torch.nn.Dropout):
-                module.p = phase_cfg.dropout
-        for block in accelerator.unwrap_model(model).blocks:
-            block.attn.dropout = phase_cfg.dropout
+def train_phase(name: str, phase: PhaseConfig, model, optimizer, scheduler, rows: dict[str, np.ndarray],
+                cfg: TrainConfig, accelerator: Accelerator, run_dir: Path, state: dict, pad_id: int) -> None:
+    """Run one phase from wherever `state` says it stands, to its end or an early stop; then keep
+    the phase's best weights and checkpoint."""
+    per_epoch, total_steps = phase_steps(len(rows["train"]), phase, accelerator.num_processes)
+    fresh = {"epoch": 0, "batch": 0, "step": 0, "best": None, "stale": 0, "tokens": 0,
+             "train_seconds": 0.0, "loss_sum": 0.0, "loss_tokens": 0, "interval_tokens": 0, "interval_seconds": 0.0}
+    progress = state["phases"].setdefault(name, fresh)
+    if phase.dropout is not None:
+        set_dropout(model, phase.dropout)
+    accelerator.gradient_accumulation_steps = phase.grad_accum
+    accelerator.step = 0  # checkpoints fall on optimizer-step boundaries, so each group starts afresh
     best_path = run_dir / f"best-{name}.safetensors"
-    bar = tqdm(total=total_steps, initial=progress["step"], desc=name, disable=not accelerator.is_local_main_process)
+    bar = tqdm(total=total_steps, initial=progress["step"], desc=name, disable=not accelerator.is_main_process)
     model.train()
-    started, tokens_at_start = time.perf_counter(), progress["tokens"]
     stop = progress["step"] >= total_steps
-    while not stop and progress["epoch"] < phase_cfg.epochs:
-        batches = epoch_batches(rows["train"], phase_cfg, cfg.seed, progress["epoch"] + 1000 * PHASES.index(name), accelerator)
-        groups = [batches[i:i + phase_cfg.grad_accum] for i in range(0, len(batches), phase_cfg.grad_accum)]
-        groups = [g for g in groups if len(g) == phase_cfg.grad_accum]
+    # Train-loss sums stay on the device between evaluations (no sync per step); they are folded
+    # into `progress` before a checkpoint so that a resumed run reports the same numbers.
+    interval = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
+    while not stop:
+        groups = epoch_groups(len(rows["train"]), phase, cfg.seed, PHASES.index(name), progress["epoch"], accelerator)
         for group in groups[progress["batch"]:]:
+            started = time.perf_counter()
             step_tokens = 0
-            for micro, indices in enumerate(group):
-                batch = torch.from_numpy(rows["train"][indices]).to(accelerator.device)
-                sync = nullcontext() if micro == len(group) - 1 else accelerator.no_sync(model)
-                with sync:
-                    loss, count = lm_loss(model, batch, pad_id)
-                    accelerator.backward(loss / len(group))
+            for indices in group:
+                batch_rows = rows["train"][indices]
+                count = real_targets(batch_rows, pad_id)
+                with accelerator.accumulate(model):
+                    loss = lm_loss(model, torch.from_numpy(batch_rows).to(accelerator.device), pad_id)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and phase.grad_clip:
+                        accelerator.clip_grad_norm_(model.parameters(), phase.grad_clip)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                interval[0] += loss.detach().double() * count
+                interval[1] += count
                 step_tokens += count
-            if phase_cfg.grad_clip:
-                accelerator.clip_grad_norm_(model.parameters(), phase_cfg.grad_clip)
-            optimizer.step()
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - started
             progress["step"] += 1
             progress["batch"] += 1
+            progress["train_seconds"] += seconds
+            progress["interval_seconds"] += seconds
+            # Tokens are counted on this process and scaled: the shards hold near-equal counts.
             progress["tokens"] += step_tokens * accelerator.num_processes
+            progress["interval_tokens"] += step_tokens * accelerator.num_processes
             bar.update(1)
-            last_of_epoch = progress["batch"] == len(groups)
+            end_of_epoch = progress["batch"] == per_epoch
             done = progress["step"] >= total_steps
-            if progress["step"] % phase_cfg.eval_every == 0 or last_of_epoch or done:
-                val_loss = evaluate(model, rows["val"], accelerator, pad_id, phase_cfg.batch_size)
-                rate = (progress["tokens"] - tokens_at_start) / max(1e-9, time.perf_counter() - started)
-                record = {"phase": name, "step": progress["step"], "epoch": progress["epoch"],
-                          "train_loss": round(loss.item(), 4), "val_loss": round(val_loss, 4),
-                          "lr": scheduler.get_last_lr()[0], "tokens": progress["tokens"], "tokens_per_s": round(rate, 1)}
-                state["metrics"].append(record)
-                if accelerator.is_main_process:
-                    with open(run_dir / "metrics.jsonl", "a") as handle:
-                        handle.write(json.dumps(record) + "\n")
-                bar.set_postfix(train=f"{loss.item():.3f}", val=f"{val_loss:.3f}")
-                if progress["best"] is None or val_loss < progress["best"]:
-                    progress["best"], progress["stale"] = val_loss, 0
-                    save_best(accelerator, model, best_path)
-                else:
-                    progress["stale"] += 1
-                    if phase_cfg.patience and progress["stale"] >= phase_cfg.patience:
-                        accelerator.print(f"{name}: early stop, no improvement in {progress['stale']} evaluations")
-                        stop = True
-            if last_of_epoch:
+            if progress["step"] % phase.eval_every == 0 or end_of_epoch or done:
+                fold_interval(progress, interval)
+                stop = evaluate_and_log(name, phase, model, rows, cfg, accelerator, run_dir, state, progress, scheduler,
+                                        pad_id, best_path, bar)
+            if end_of_epoch:
                 progress["epoch"], progress["batch"] = progress["epoch"] + 1, 0
-            if done:
-                stop = True
-            if stop or progress["step"] % cfg.checkpoint_every == 0:
-                state["wall_seconds"] = state.get("wall_seconds", 0) + time.perf_counter() - state.pop("_since", time.perf_counter())
-                state["_since"] = time.perf_counter()
-                if stop:
-                    state["done"].append(name)
-                save_checkpoint(accelerator, run_dir, {k: v for k, v in state.items() if k != "_since"})
+            stop = stop or done
             if stop:
                 break
+            if progress["step"] % cfg.checkpoint_every == 0:
+                fold_interval(progress, interval)
+                save_checkpoint(accelerator, run_dir, state_for_disk(state))
     bar.close()
-    if name not in state["done"]:
-        state["done"].append(name)
     accelerator.wait_for_everyone()
-    load_model(accelerator.unwrap_model(model), str(best_path))  # continue from the best weights
+    load_model(accelerator.unwrap_model(model), str(best_path))  # the next phase starts from the best weights
+    state["done"].append(name)
+    save_checkpoint(accelerator, run_dir, state_for_disk(state))
 
 
+def fold_interval(progress: dict, interval: torch.Tensor) -> None:
+    progress["loss_sum"] += interval[0].item()
+    progress["loss_tokens"] += int(interval[1].item())
+    interval.zero_()
+
+
+def evaluate_and_log(name, phase, model, rows, cfg, accelerator, run_dir, state, progress, scheduler, pad_id,
+                     best_path, bar) -> bool:
+    """Validation loss, a metrics line, the best weights kept; True when patience has run out."""
+    val_loss = evaluate(model, rows["val"], accelerator, pad_id, phase.batch_size)
+    train_sums = accelerator.reduce(torch.tensor([progress["loss_sum"], progress["loss_tokens"]],
+                                                 device=accelerator.device, dtype=torch.float64), reduction="sum")
+    train_loss = (train_sums[0] / train_sums[1].clamp(min=1)).item()
+    record = {"phase": name, "step": progress["step"], "epoch": progress["epoch"], "train_loss": round(train_loss, 4),
+              "val_loss": round(val_loss, 4), "lr": scheduler.get_last_lr()[0], "tokens": progress["tokens"],
+              "tokens_per_s": round(progress["interval_tokens"] / max(progress["interval_seconds"], 1e-9), 1)}
+    progress.update(loss_sum=0.0, loss_tokens=0, interval_tokens=0, interval_seconds=0.0)
+    state["metrics"].append(record)
+    if accelerator.is_main_process:
+        with open(run_dir / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
+    if progress["best"] is None or val_loss < progress["best"]:
+        progress["best"], progress["stale"] = val_loss, 0
+        if accelerator.is_main_process:
+            tmp = best_path.with_suffix(".tmp")
+            save_model(accelerator.unwrap_model(model), str(tmp))
+            tmp.replace(best_path)
+        return False
+    progress["stale"] += 1
+    if phase.patience and progress["stale"] >= phase.patience:
+        accelerator.print(f"{name}: early stop, no improvement in {progress['stale']} evaluations")
+        return True
+    return False
+
+
+def state_for_disk(state: dict) -> dict:
+    """The trainer state with the wall clock brought up to date."""
+    now = time.perf_counter()
+    state["wall_seconds"] += now - state["clock"]
+    state["clock"] = now
+    return {key: value for key, value in state.items() if key != "clock"}
+
+
+# ----- main -------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="a JSON file from train/configs/")
-    parser.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Any config field can be overridden: --field value or --field=value; "
+                                            "nested as --pretrain.lr 1e-3; lists as JSON.")
+    parser.add_argument("--config", help="a JSON file, e.g. train/configs/cpu.json")
+    parser.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint")
     parser.add_argument("--push-to-hub", dest="push_repo", default="", help="Hub repo id to upload the model to")
     args, overrides = parser.parse_known_args(argv)
     try:
         cfg = load_config(args.config, overrides)
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    try:
         return run(cfg, resume=args.resume, push_repo=args.push_repo or cfg.push_to_hub)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError, ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
 
 def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
+    """The whole run: setup, phases, export. Returns the process exit code."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     mixed = cfg.mixed_precision
     if mixed == "auto":
         mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     accelerator = Accelerator(mixed_precision=mixed)
+    if not accelerator.is_main_process:
+        datasets.disable_progress_bars()
     run_dir = cfg.run_dir
-    checkpoint = run_dir / "checkpoint"
-    if resume and not checkpoint.is_dir():
+    checkpoint = find_checkpoint(run_dir)
+    if resume and checkpoint is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}")
+    if not resume and checkpoint is not None:
+        raise ValueError(f"{run_dir} already holds a run: add --resume to continue it, or pick another "
+                         f"--name / --out_dir (or delete the folder)")
+    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume:
+        if not resume:  # leftovers of a run that died before its first checkpoint
             for stale in ("metrics.jsonl", "samples.txt", "tokenizer.json"):
                 (run_dir / stale).unlink(missing_ok=True)
         cfg.save(run_dir / "train_config.json")
     set_seed(cfg.seed)
-    started = time.perf_counter()
 
-    # Tokenizer: the main process trains (or reuses) it; the others read the saved file.
-    if accelerator.is_main_process and not (run_dir / "tokenizer.json").is_file():
-        pre = data.mix_sources(cfg.pretrain_sources, cfg.seed) if cfg.pretrain_sources and not cfg.skip_pretrain else []
-        fine = data.mix_sources(cfg.finetune_sources, cfg.seed) if cfg.finetune_sources and not cfg.skip_finetune else []
-        if cfg.init_from and not cfg.tokenizer_from:
-            cfg.tokenizer_from = cfg.init_from  # a model keeps the tokenizer it was trained with
-        if not pre and not fine and not cfg.tokenizer_from:
-            raise ValueError("nothing to train on: give pretrain_sources and/or finetune_sources")
-        build_tokenizer(cfg, run_dir, pre, fine).save(run_dir / "tokenizer.json")
+    # Data: every process reads it, so a bad source fails everywhere at once (never a hang).
+    phases = [p for p in PHASES if not getattr(cfg, f"skip_{p}")]
+    if not phases:
+        raise ValueError("both phases are skipped: nothing to do")
+    if cfg.init_from and not cfg.tokenizer_from:
+        cfg.tokenizer_from = cfg.init_from  # a model keeps the tokenizer it was trained with
+    corpora = {}
+    for phase in phases:
+        sources = getattr(cfg, f"{phase}_sources")
+        if not sources:
+            raise ValueError(f"no {phase}_sources given (or set --skip_{phase} true)")
+        corpora[phase] = data.build_corpus(sources, cfg.val_fraction, cfg.seed)
+
+    # Tokenizer: the main process trains (or copies) it into the run folder; the others read it.
+    tokenizer_path = run_dir / "tokenizer.json"
+    if accelerator.is_main_process and not tokenizer_path.is_file():
+        build_tokenizer(cfg, corpora).save(tokenizer_path)
     accelerator.wait_for_everyone()
-    tokenizer = StoryTokenizer.load(run_dir / "tokenizer.json")
+    tokenizer = StoryTokenizer.load(tokenizer_path)
 
     if cfg.init_from:
-        model = load_model_folder(cfg.init_from).model
+        model = load_model_folder(model_folder(cfg.init_from)).model
         if model.config.vocab_size < tokenizer.vocab_size:
-            raise ValueError(f"init_from model has a smaller vocabulary than the tokenizer")
+            raise ValueError(f"init_from {cfg.init_from} has fewer token embeddings than the tokenizer has tokens")
     else:
         model = GPT(model_preset(cfg.model_preset, vocab_size=tokenizer.vocab_size, **cfg.model_overrides))
     model.train()
-    context_length = model.config.context_length
-    rows, facts = prepare_rows(cfg, tokenizer, context_length, accelerator)
-    accelerator.print(f"model: {model.num_parameters():,} parameters; data: {json.dumps(facts)}")
+    rows, facts = prepare_rows(cfg, corpora, tokenizer, model.config.context_length, accelerator)
+    accelerator.print(f"model: {model.num_parameters():,} parameters ({cfg.model_preset if not cfg.init_from else cfg.init_from}); "
+                      f"device {accelerator.device}, {accelerator.num_processes} process(es), mixed precision {mixed}")
 
-    phases = [p for p in PHASES if p in rows]
-    phase_cfgs = {p: getattr(cfg, p) for p in PHASES}
     # One optimizer and scheduler per phase, all prepared up front so that save_state and
-    # load_state always see the same set of objects, whichever phase a checkpoint is in.
-    optimizers = [torch.optim.AdamW(param_groups(model, phase_cfgs[p].weight_decay), lr=phase_cfgs[p].lr,
-                                    betas=(0.9, 0.95)) for p in PHASES]
-    schedulers = []
-    for phase_name, optimizer in zip(PHASES, optimizers):
-        phase = phase_cfgs[phase_name]
-        train_rows = len(rows[phase_name]["train"]) if phase_name in rows else 1
-        total = steps_per_epoch(train_rows, phase, accelerator.num_processes) * phase.epochs
-        total = min(total, phase.max_steps) if phase.max_steps else total
-        schedulers.append(torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(phase, total)))
+    # load_state always see the same objects, whichever phase a checkpoint is in.
+    phase_cfgs = {p: getattr(cfg, p) for p in PHASES}
+    optimizers, schedulers = [], []
+    for name in PHASES:
+        phase = phase_cfgs[name]
+        optimizer = torch.optim.AdamW(param_groups(model, phase.weight_decay), lr=phase.lr, betas=(0.9, 0.95))
+        total = phase_steps(len(rows[name]["train"]), phase, accelerator.num_processes)[1] if name in rows else 1
+        optimizers.append(optimizer)
+        schedulers.append(torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(phase, total)))
+    if cfg.compile:
+        model = torch.compile(model)
     model, *optimizers = accelerator.prepare(model, *optimizers)
     for scheduler in schedulers:
         accelerator.register_for_checkpointing(scheduler)
 
-    state: dict = {"done": [], "metrics": [], "facts": facts}
+    state: dict = {"phases": {}, "done": [], "metrics": [], "facts": facts, "wall_seconds": 0.0}
     if resume:
         accelerator.load_state(str(checkpoint))
         state = json.loads((checkpoint / "trainer_state.json").read_text())
-        if accelerator.is_main_process:  # metrics after the checkpoint will be recomputed
+        if accelerator.is_main_process:  # metrics after the checkpoint will be measured again
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in state["metrics"]))
-        accelerator.print(f"resumed from {checkpoint}: {json.dumps({p: state.get(p) for p in phases})}")
-    state["_since"] = time.perf_counter()
+        accelerator.print(f"resumed from {checkpoint}: " + ", ".join(
+            f"{p} step {s['step']} (epoch {s['epoch']})" for p, s in state["phases"].items()))
+    state["clock"] = time.perf_counter()
 
-    for phase_name in phases:
-        optimizer, scheduler = optimizers[PHASES.index(phase_name)], schedulers[PHASES.index(phase_name)]
-        if phase_name in state["done"]:
-            load_model(accelerator.unwrap_model(model), str(run_dir / f"best-{phase_name}.safetensors"))
+    for name in phases:
+        if name in state["done"]:  # the checkpoint's weights already are this phase's best
             continue
-        train_phase(phase_name, phase_cfgs[phase_name], model, optimizer, scheduler, rows[phase_name], cfg,
+        index = PHASES.index(name)
+        train_phase(name, phase_cfgs[name], model, optimizers[index], schedulers[index], rows[name], cfg,
                     accelerator, run_dir, state, tokenizer.pad_id)
-        write_samples(accelerator, model, tokenizer, cfg, phase_name, run_dir)
+        write_samples(accelerator, model, tokenizer, cfg, name, run_dir)
 
-    state["wall_seconds"] = state.get("wall_seconds", 0) + time.perf_counter() - state.pop("_since")
+    final_state = state_for_disk(state)
     if accelerator.is_main_process:
-        summary = export_run(cfg, accelerator.unwrap_model(model).eval(), tokenizer, state, run_dir)
-        accelerator.print(summary)
+        folder = export_run(cfg, accelerator.unwrap_model(model), tokenizer, final_state, run_dir)
+        accelerator.print(summary(cfg, final_state, folder))
         if push_repo:
             from horror.hub import push_model_folder
 
-            push_model_folder(run_dir / "model", push_repo)
+            try:
+                push_model_folder(folder, push_repo)
+            except Exception as error:  # no token, no network, no rights: the run itself is fine
+                print(f"error: could not push to the Hub repo {push_repo}: {str(error).splitlines()[0][:200]}",
+                      file=sys.stderr)
+                return 1
             accelerator.print(f"pushed the model to https://huggingface.co/{push_repo}")
     accelerator.wait_for_everyone()
     accelerator.end_training()
