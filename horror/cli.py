@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from pathlib import Path
@@ -76,12 +77,12 @@ def read_lines(path: str) -> list[str]:
 
 
 def load_teller(model: str | None, revision: str | None) -> StoryTeller:
-    """Hub sources fall back (cache, then bundled) with a notice on stderr; a local folder that
+    """Hub sources fall back (cache, then bundled; the library logs why); a local folder that
     will not load is an error for the user to fix, not something to paper over."""
     local_folder = model is not None and Path(model).expanduser().exists()
     teller = StoryTeller.load(model, revision, fallback=not local_folder)
-    if teller.notice:
-        print(f"notice: {teller.notice}", file=sys.stderr)
+    if not teller.is_trained:
+        print("note: this model is UNTRAINED (random weights): expect gibberish", file=sys.stderr)
     return teller
 
 
@@ -174,6 +175,8 @@ COMMANDS = {"generate": run_generate, "score": run_score, "info": run_info, "eva
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; returns the exit status (0 ok, 2 bad input)."""
     args = build_parser().parse_args(argv)  # argparse itself exits 2 on malformed flags
+    # Fallback notices are logged warnings; show them once, plainly, on stderr.
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     try:
         COMMANDS[args.command](args)
     except (ValueError, OSError, ModelLoadError, GenerationError) as error:

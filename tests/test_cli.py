@@ -129,16 +129,18 @@ def test_info_json_has_source_size_training_and_shape(capsys, tiny_model_dir, ti
 def test_info_labels_an_untrained_model_clearly(capsys, tmp_path, tiny_model_dir):
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
     (folder / "card.json").write_text('{"untrained": true}')
-    status, out, _ = run(capsys, "info", "--model", str(folder))
+    status, out, err = run(capsys, "info", "--model", str(folder))
     assert status == 0 and "UNTRAINED" in out and "parameters: " in out and "d_model: 32" in out
+    assert "UNTRAINED" in err  # every command warns, not only info
 
 
 def test_info_shows_the_notice_when_it_fell_back(capsys, monkeypatch, tiny_model_dir):
     monkeypatch.setattr(hub, "BUNDLED_MODEL_DIR", tiny_model_dir)
     monkeypatch.setattr(storyteller, "BUNDLED_MODEL_DIR", tiny_model_dir)
-    status, out, err = run(capsys, "info", "--model", "not a repo id!!", "--json")
-    assert status == 0
-    assert json.loads(out)["notice"] and err.startswith("notice: ")
+    status, out, _ = run(capsys, "info", "--model", "not a repo id!!", "--json")
+    assert status == 0 and "nor a valid Hub repo id" in json.loads(out)["notice"]
+    status, out, _ = run(capsys, "info", "--model", "not a repo id!!")
+    assert status == 0 and "notice: " in out and "(bundled)" in out
 
 
 @pytest.mark.parametrize(
@@ -193,10 +195,13 @@ def test_evaluate_without_its_prompt_file_exits_2(capsys, tmp_path, tiny_model_d
     assert status == 2 and "none.txt" in err
 
 
-def test_python_dash_m_horror_runs_and_never_prints_the_token(tiny_model_dir):
-    env = {**os.environ, "HF_TOKEN": "hf_secret_do_not_print", "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "horror", "info", "--model", str(tiny_model_dir)],
+def test_python_dash_m_horror_prints_the_fallback_notice_once_and_never_the_token(tmp_path, tiny_model_dir):
+    # A real process (the entry point, logging set-up), offline, with nothing in its Hub cache.
+    env = {**os.environ, "HF_TOKEN": "hf_secret_do_not_print", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
+           "HF_HUB_CACHE": str(tmp_path), "HORROR_MODEL": "someone/not-cached"}
+    result = subprocess.run([sys.executable, "-m", "horror", "info"],
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "parameters:" in result.stdout
+    assert result.stderr.count("serving the bundled model instead") == 1
     assert "hf_secret" not in result.stdout + result.stderr
