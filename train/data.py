@@ -166,7 +166,7 @@ def build_corpus(sources: list[Source], val_fraction: float, seed: int) -> Corpu
     unique: list[str] = []
     per_source = []
     for source in sources:
-        stories = load_source(source)["text"]
+        stories = list(load_source(source)["text"])
         if source.split == "hash":
             held_out = [is_validation(s, val_fraction) for s in stories]
             source_val = [s for s, v in zip(stories, held_out) if v]

@@ -107,6 +107,8 @@ class TrainConfig:
         for phase in ("pretrain", "finetune"):
             value = getattr(self, phase)
             if isinstance(value, dict):
+                if "warmup_steps" in value and "warmup_fraction" not in value:
+                    value = {**value, "warmup_fraction": 0.0}  # steps given: the default fraction must not win
                 setattr(self, phase, _build(PhaseConfig, {**dataclasses.asdict(defaults[phase]), **value}, phase))
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"val_fraction must be in (0, 0.5), got {self.val_fraction}")

@@ -341,6 +341,18 @@ def state_for_disk(state: dict) -> dict:
     return {key: value for key, value in state.items() if key != "clock"}
 
 
+def config_changes(before: dict, after: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ."""
+    changed = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changed.append(f"{prefix}{key}")
+    return changed
+
+
 # ----- main -------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -365,7 +377,9 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
     mixed = cfg.mixed_precision
     if mixed == "auto":
         mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(mixed_precision=mixed)
+    # cpu=True on a machine without CUDA makes a multi-process launch (accelerate launch --multi_gpu,
+    # or torchrun) use DDP over gloo; accelerate's own `--cpu` launcher starts one process only.
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
     if not accelerator.is_main_process:
         datasets.disable_progress_bars()
     run_dir = cfg.run_dir
@@ -375,6 +389,11 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
     if not resume and checkpoint is not None:
         raise ValueError(f"{run_dir} already holds a run: add --resume to continue it, or pick another "
                          f"--name / --out_dir (or delete the folder)")
+    saved_config = run_dir / "train_config.json"
+    if resume and saved_config.is_file():
+        changed = config_changes(json.loads(saved_config.read_text()), cfg.to_dict())
+        if changed:  # allowed (say, more epochs), but a changed data mix or batch size will not replay exactly
+            accelerator.print(f"note: resuming with a config that differs from the run's: {', '.join(changed)}")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
