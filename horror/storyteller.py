@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 MAX_PROMPT_CHARS = 1000  # a first sentence, or one chain turn
 MAX_SCORE_CHARS = 20_000
+STORY_SENTENCES = 2  # a two-sentence horror story: the setup, then the twist
 PROMPTS_FILE = BUNDLED_MODEL_DIR.parent / "prompts.txt"
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
 
@@ -198,11 +199,21 @@ class StoryTeller:
         )
 
     # ----- telling -----------------------------------------------------------------
+    def story_settings(self, prompt: str, settings: GenerationConfig | None = None,
+                       **overrides: Any) -> GenerationConfig:
+        """Settings for a story: unless told otherwise, stop once the story has two sentences
+        (one more after a one-sentence prompt, two after an empty one)."""
+        settings = self.settings(settings, **overrides)
+        if settings.stop_after_sentences is None:
+            written = len(generation.sentence_ends(prompt + " ")) if prompt else 0
+            settings = settings.replace(stop_after_sentences=max(1, STORY_SENTENCES - written))
+        return settings
+
     def tell_many(self, prompt: str | None = "", n: int = 1, settings: GenerationConfig | None = None,
                   **overrides: Any) -> list[Story]:
         """`n` stories continuing `prompt` (empty: the model writes its own first sentence)."""
         prompt = clean_text(prompt)
-        settings = self.settings(settings, **overrides)
+        settings = self.story_settings(prompt, settings, **overrides)
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH_SIZE:
             raise ValueError(f"n must be a whole number between 1 and {MAX_BATCH_SIZE}, got {n!r}")
         started = time.perf_counter()
@@ -227,7 +238,7 @@ class StoryTeller:
 
         The lock is held one token at a time, so concurrent streams interleave fairly."""
         prompt = clean_text(prompt)
-        settings = self.settings(settings, **overrides)
+        settings = self.story_settings(prompt, settings, **overrides)
         if settings.seed is None:
             settings = settings.replace(seed=random.SystemRandom().randrange(2**48))
         started = time.perf_counter()
