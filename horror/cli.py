@@ -15,6 +15,7 @@ import argparse
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from horror.storyteller import GenerationError, StoryTeller
 # generate's sampling flags; None (not given) keeps the model's generation_config value.
 SETTING_FLAGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
                  "max_new_tokens", "seed")
+# A line of only these is blank: the model would see nothing once control bytes are cleaned away.
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f\s]+")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,11 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def read_lines(path: str) -> list[str]:
-    """Non-empty stripped lines of a UTF-8 text file."""
+    """Stripped lines of a UTF-8 text file, skipping those with nothing but spaces and control bytes."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{path} does not exist or is not a file")
-    return [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from error
+    return [line.strip() for line in text.splitlines() if _CONTROL_OR_SPACE.sub("", line)]
 
 
 def load_teller(model: str | None, revision: str | None) -> StoryTeller:

@@ -263,12 +263,18 @@ class StoryTeller:
         Only the most recent sentences that fit the model's window are shown to it."""
         if not isinstance(sentences, (list, tuple)):
             raise ValueError("sentences must be a list of strings")
-        cleaned = [clean_text(s, "sentence") for s in sentences if clean_text(s, "sentence")]
+        # Check every sentence but clean only those in the window, so a huge chain stays cheap.
+        for sentence in sentences:
+            if not isinstance(sentence, str) or len(sentence) > MAX_PROMPT_CHARS:
+                clean_text(sentence, "sentence")  # raises the usual message; None is an empty sentence
         settings = self.settings(settings, **overrides).replace(stop_after_sentences=1, allow_eos=False)
         budget = self.config.context_length - settings.max_new_tokens - 1
         window: list[str] = []
         used = 0
-        for sentence in reversed(cleaned):
+        for sentence in reversed(sentences):
+            sentence = clean_text(sentence, "sentence")
+            if not sentence:
+                continue
             cost = len(self.tokenizer.encode(" " + sentence))
             if window and used + cost > budget:
                 break

@@ -59,8 +59,11 @@ def group_stories(rows: Iterable[str], fmt: str) -> Iterator[str]:
 
 def _open_lines(path: Path) -> Iterator[str]:
     opener = lzma.open if path.suffix == ".xz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:  # lzma decompresses as it streams
-        yield from handle
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:  # lzma decompresses as it streams
+            yield from handle
+    except (UnicodeDecodeError, lzma.LZMAError, EOFError) as error:  # not UTF-8, or a broken .xz
+        raise ValueError(f"{path} is not readable UTF-8 text: {error}") from error
 
 
 def _local_format(path: Path, fmt: str) -> str:
@@ -78,12 +81,13 @@ def _local_stories(path: Path, fmt: str) -> Iterator[str]:
         for number, line in enumerate(_open_lines(path), 1):
             if line.strip():
                 try:
-                    row = json.loads(line)
-                    text = row["text"]
+                    text = json.loads(line)["text"]
+                    if not isinstance(text, str):  # str() would turn null into the story "None"
+                        raise TypeError(type(text).__name__)
                 except (json.JSONDecodeError, KeyError, TypeError) as error:
-                    raise ValueError(f"{path}:{number}: expected a JSON object with a 'text' field") from error
-                if _normalise(str(text)):
-                    yield _normalise(str(text))
+                    raise ValueError(f"{path}:{number}: expected a JSON object with a 'text' string") from error
+                if _normalise(text):
+                    yield _normalise(text)
     else:
         yield from group_stories(_open_lines(path), fmt)
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from horror.config import model_preset
 
 FORMATS = ("auto", "stories", "lines", "jsonl")
 SPLITS = ("hash", "train", "val")
@@ -128,6 +131,26 @@ class TrainConfig:
                     raise ValueError(f"{name}.{key} must be a positive integer, got {getattr(phase, key)!r}")
             if not phase.lr > 0 or not 0 <= phase.min_lr_ratio <= 1 or not 0 <= phase.warmup_fraction < 1:
                 raise ValueError(f"{name}: need lr > 0, min_lr_ratio in [0, 1], warmup_fraction in [0, 1)")
+            # JSON allows NaN and Infinity, and a negative count would silently mean "never".
+            for key in ("lr", "weight_decay", "grad_clip", "warmup_steps", "patience", "eval_every", "max_steps"):
+                _check_at_least(f"{name}.{key}", getattr(phase, key), 0)
+            if phase.dropout is not None and not 0 <= phase.dropout < 1:
+                raise ValueError(f"{name}.dropout must be in [0, 1) or null, got {phase.dropout!r}")
+        for key, low in (("seed", 0), ("vocab_size", 300), ("min_frequency", 1), ("num_threads", 0),
+                         ("tokenizer_stories_per_corpus", 1)):
+            _check_at_least(key, getattr(self, key), low)
+        for source in self.pretrain_sources + self.finetune_sources:
+            _check_at_least(f"source {source.path}: weight", source.weight, 0)
+            _check_at_least(f"source {source.path}: max_stories", source.max_stories, 0)
+        if not isinstance(self.sample_prompts, list) or not all(isinstance(p, str) for p in self.sample_prompts):
+            raise ValueError(f"sample_prompts must be a list of strings, got {self.sample_prompts!r}")
+        if not isinstance(self.model_overrides, dict) or "vocab_size" in self.model_overrides:
+            raise ValueError(f"model_overrides must be an object without vocab_size (the tokenizer sets it), "
+                             f"got {self.model_overrides!r}")
+        try:  # a bad preset name or override should stop the run now, not after the data is read
+            model_preset(self.model_preset, **self.model_overrides)
+        except TypeError as error:
+            raise ValueError(f"model_overrides: {error}") from error
 
     @property
     def run_dir(self) -> Path:
@@ -154,6 +177,11 @@ def _build(cls: type, data: Any, what: str) -> Any:
         return cls(**data)
     except TypeError as error:  # a required field is missing
         raise ValueError(f"bad {what}: {error}") from error
+
+
+def _check_at_least(name: str, value: Any, low: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
+        raise ValueError(f"{name} must be a finite number >= {low}, got {value!r}")
 
 
 _SIMPLE_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
@@ -193,8 +221,8 @@ def load_config(path: str | Path | None, overrides: list[str]) -> TrainConfig:
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist (presets live in train/configs/)")
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"config file {path} is not valid JSON: {error}") from error
     items = list(overrides)
     while items:
