@@ -20,6 +20,11 @@ MAX_NEW_TOKENS_LIMIT = 512
 MAX_BATCH_SIZE = 16
 MAX_TOP_K = 100_000
 MAX_SEED = 2**63 - 1
+# Floors for settings whose tiny values overflow float32 sampling (logits / 1e-40 is inf) while
+# meaning nothing a person could see: below them, sampling is greedy in all but name.
+MIN_TEMPERATURE = 0.01
+MIN_TOP_P = 0.001
+MIN_REPETITION_PENALTY = 0.01
 
 
 def _from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
@@ -109,15 +114,13 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
     return dataclasses.replace(MODEL_PRESETS[name], **overrides)
 
 
-def _check_number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> None:
+def _check_number(name: str, value: Any, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
-    too_low = value <= low if low_open else value < low
-    if too_low or value > high:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
@@ -150,10 +153,13 @@ class GenerationConfig:
     def validate(self) -> None:
         """Raise ValueError naming the first setting that is out of range."""
         _check_number("temperature", self.temperature, 0.0, 5.0)
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}, "
+                             f"got {self.temperature!r}")
         _check_int("top_k", self.top_k, 0, MAX_TOP_K)
-        _check_number("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        _check_number("top_p", self.top_p, MIN_TOP_P, 1.0)
         _check_number("min_p", self.min_p, 0.0, 1.0)
-        _check_number("repetition_penalty", self.repetition_penalty, 0.0, 10.0, low_open=True)
+        _check_number("repetition_penalty", self.repetition_penalty, MIN_REPETITION_PENALTY, 10.0)
         _check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, 0, 16)
         _check_int("max_new_tokens", self.max_new_tokens, 1, MAX_NEW_TOKENS_LIMIT)
         if self.seed is not None:
