@@ -102,8 +102,10 @@ def generate_steps(
     cache: KVCache | None = None
     pending = tokens  # what the model has not seen yet
 
-    with torch.inference_mode():
-        for _ in range(settings.max_new_tokens):
+    for _ in range(settings.max_new_tokens):
+        # Inference mode is per thread and would stay on in the caller's thread while this
+        # generator waits at `yield` (breaking its training, say), so enter it for each step only.
+        with torch.inference_mode():
             if use_cache:
                 if cache is None or cache.length + pending.shape[1] > context_length:
                     # (Re)fill a fresh cache from the most recent half window when it is full.
@@ -118,9 +120,9 @@ def generate_steps(
             _update_rows(rows, next_ids.tolist(), log_probs.tolist(), tokenizer, settings)
             tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
             pending = next_ids[:, None]
-            yield next_ids, rows
-            if all(row.finish_reason for row in rows):
-                return
+        yield next_ids, rows
+        if all(row.finish_reason for row in rows):
+            return
     for row in rows:
         row.finish_reason = row.finish_reason or "length"
 

@@ -245,7 +245,9 @@ class StoryTeller:
         steps = generation.stream(self.sampling_model, self.tokenizer, self._prompt_ids(prompt), settings)
         text = ""
         while True:
-            with self._lock:
+            # Each step may run on a different thread (Gradio resumes a streaming handler on any
+            # worker), and inference mode is per thread: enter it around every step, not once.
+            with self._lock, torch.inference_mode():
                 item = next(steps, None)
             if item is None:
                 return

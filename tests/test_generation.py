@@ -173,3 +173,13 @@ def test_score_continuation_windows_over_texts_longer_than_the_context(tiny_mode
     half = context_length // 2
     window = ids[context_length - half: 2 * context_length - half]
     assert scored[context_length - 1] == pytest.approx(direct_log_probs(loaded.model, window, half)[0], abs=1e-5)
+
+
+def test_a_paused_stream_leaves_autograd_on_in_the_callers_thread(tiny_tokenizer):
+    """A half-read stream must not leave inference mode on: the trainer samples between steps."""
+    script = tiny_tokenizer.encode("A knock at the door.")
+    model = scripted_model(tiny_tokenizer, [tiny_tokenizer.bos_id], script)
+    steps = generation.stream(model, tiny_tokenizer, [tiny_tokenizer.bos_id], GREEDY)
+    next(steps)
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    steps.close()
