@@ -1,14 +1,20 @@
-"""Time 55-token stories: KV cache vs the recompute-everything baseline, fp32 vs int8,
-batch 1 and batch 8, all in one process through the shared `generate` path. Prints figures
-and ratios; asserts nothing (machines are noisy: compare the ratios of one run).
+"""Time 55-token stories through the shared `generate` path: KV cache vs the recompute-everything
+baseline, int8 (what StoryTeller serves on CPU) vs plain fp32, batch 1 and batch 8, in one process.
 
-    python bench/bench_generation.py --preset seed-15m
-    python bench/bench_generation.py --model assets/model --compare-quality data/horror/writer-1.txt
+Variants are interleaved repeat by repeat, so a neighbour's load slows them all alike; compare the
+ratios of one run. CPU time (all threads of this process) is printed beside wall time because it
+moves less on a shared machine. Prints figures only; asserts nothing.
+
+    python bench/bench_generation.py                      # seed-15m shape, random weights
+    python bench/bench_generation.py --quick --threads 1
+    python bench/bench_generation.py --model assets/model --compare-quality stories.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import statistics
 import sys
 import time
@@ -16,11 +22,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from horror import generation  # noqa: E402
 from horror.config import GenerationConfig, model_preset  # noqa: E402
-from horror.inference import prepare_for_inference  # noqa: E402
+from horror.inference import is_quantized, prepare_for_inference  # noqa: E402
 from horror.model import GPT  # noqa: E402
 from horror.model_folder import load_model_folder  # noqa: E402
 from horror.tokenizer import StoryTokenizer  # noqa: E402
@@ -28,74 +35,131 @@ from horror.tokenizer import StoryTokenizer  # noqa: E402
 PROMPT = "I heard my mother call my name from the kitchen."
 
 
-def time_stories(model, tokenizer, prompt_ids, batch: int, use_cache: bool, repeats: int, new_tokens: int) -> float:
-    """Median seconds per batch of `batch` stories of exactly `new_tokens` tokens."""
-    settings = GenerationConfig(max_new_tokens=new_tokens, allow_eos=False)
-    times = []
-    for repeat in range(repeats + 1):  # the first run warms up allocators and caches
-        started = time.perf_counter()
-        generation.generate(model, tokenizer, prompt_ids, settings.replace(seed=repeat), batch, use_cache)
-        if repeat:
-            times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def load(args: argparse.Namespace) -> tuple[GPT, StoryTokenizer, str]:
+    if args.model:
+        loaded = load_model_folder(args.model)
+        return loaded.model, loaded.tokenizer, args.model
+    tokenizer = StoryTokenizer.load(ROOT / "assets" / "model" / "tokenizer.json")
+    torch.manual_seed(0)
+    return GPT(model_preset(args.preset)).eval(), tokenizer, f"{args.preset} (random weights)"
 
 
-def perplexity(model, tokenizer, stories: list[str]) -> float:
-    nll = count = 0.0
+def time_variants(runs: dict, repeats: int) -> dict:
+    """Median (wall, cpu) seconds per call of each zero-argument function, interleaved."""
+    for run in runs.values():  # warm-up: allocators, caches, lazy initialisation
+        run(0)
+    wall: dict = {key: [] for key in runs}
+    cpu: dict = {key: [] for key in runs}
+    for repeat in range(1, repeats + 1):
+        for key, run in runs.items():
+            wall_start, cpu_start = time.perf_counter(), time.process_time()
+            run(repeat)
+            wall[key].append(time.perf_counter() - wall_start)
+            cpu[key].append(time.process_time() - cpu_start)
+    return {key: (statistics.median(wall[key]), statistics.median(cpu[key])) for key in runs}
+
+
+def story_runner(model: GPT, tokenizer: StoryTokenizer, prompt_ids: list[int], batch: int, use_cache: bool,
+                 new_tokens: int):
+    settings = GenerationConfig(max_new_tokens=new_tokens, allow_eos=False)  # default sampling, fixed length
+
+    def run(seed: int) -> None:
+        generation.generate(model, tokenizer, prompt_ids, settings.replace(seed=seed), batch, use_cache)
+
+    return run
+
+
+def logit_difference(reference: GPT, other: GPT, token_ids: list[int]) -> tuple[float, float, float]:
+    """(max |diff|, std of the reference logits, share of positions with the same best token)."""
+    with torch.inference_mode():
+        ids = torch.tensor([token_ids[-reference.config.context_length:]])
+        expected, got = reference(ids)[0], other(ids)[0]
+    same_best = (expected.argmax(-1) == got.argmax(-1)).float().mean().item()
+    return (expected - got).abs().max().item(), expected.std().item(), same_best
+
+
+def perplexity(model: GPT, tokenizer: StoryTokenizer, stories: list[str]) -> float:
+    """exp(mean NLL per token) of whole stories (<BOS> story <EOS>), through score_continuation."""
+    nll, count = 0.0, 0
     for story in stories:
         log_probs = generation.score_continuation(model, [tokenizer.bos_id], tokenizer.encode(story) + [tokenizer.eos_id])
         nll -= sum(log_probs)
         count += len(log_probs)
-    return float(torch.tensor(nll / count).exp())
+    return math.exp(nll / count)
+
+
+def compare_quality(variants: dict, tokenizer: StoryTokenizer, path: str, limit: int) -> None:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    stories = [line.strip() for line in lines if line.strip()][:limit]
+    fp32, int8 = variants["fp32"], variants["int8"]
+    print(f"quality on {len(stories)} stories of {path}:")
+    print(f"  perplexity fp32 {perplexity(fp32, tokenizer, stories):.3f}, int8 {perplexity(int8, tokenizer, stories):.3f}")
+    worst, agree = 0.0, []
+    for story in stories[:50]:
+        diff, _, same_best = logit_difference(fp32, int8, [tokenizer.bos_id, *tokenizer.encode(story)])
+        worst, agree = max(worst, diff), agree + [same_best]
+    print(f"  logits over {len(agree)} stories: max |int8 - fp32| {worst:.4f}; "
+          f"same best token at {statistics.mean(agree):.1%} of positions")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="seed-15m", help="random weights of this shape (ignored with --model)")
     parser.add_argument("--model", help="a model folder to time instead of a preset")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per variant (median reported)")
     parser.add_argument("--new-tokens", type=int, default=55)
+    parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="3 repeats, batch 1 only")
-    parser.add_argument("--compare-quality", metavar="FILE", help="stories (one per line): fp32 vs int8 perplexity")
+    parser.add_argument("--compare-quality", metavar="FILE", help="stories, one per line: fp32 vs int8 perplexity")
+    parser.add_argument("--quality-stories", type=int, default=200, help="how many stories of FILE to score")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.model:
-        loaded = load_model_folder(args.model)
-        model, tokenizer, name = loaded.model, loaded.tokenizer, args.model
-    else:
-        tokenizer = StoryTokenizer.load(Path(__file__).resolve().parent.parent / "assets" / "model")
-        torch.manual_seed(0)
-        model, name = GPT(model_preset(args.preset)).eval(), args.preset
     repeats = 3 if args.quick else args.repeats
-    batches = [1] if args.quick else [1, 8]
+    batches = [1] if args.quick else [int(b) for b in args.batches.split(",")]
+
+    model, tokenizer, name = load(args)
+    started = time.perf_counter()
     variants = {"fp32": prepare_for_inference(model, quantize=False), "int8": prepare_for_inference(model, quantize=True)}
+    prepare_seconds = time.perf_counter() - started
+    if not is_quantized(variants["int8"]):
+        print("note: int8 kernels unavailable in this torch build; 'int8' below is fp32")
     prompt_ids = [tokenizer.bos_id, *tokenizer.encode(PROMPT)]
-    print(f"model {name}: {model.num_parameters():,} parameters; {args.new_tokens} new tokens; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {repeats}")
-    print(f"{'weights':8} {'batch':>5} {'cache':>6} {'ms/story':>10} {'ms/token':>9} {'tokens/s':>9}")
-    results = {}
+    load_average = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"model {name}: {model.num_parameters():,} parameters; torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; {os.cpu_count()} CPUs, load average {load_average}")
+    print(f"{args.new_tokens} new tokens after a {len(prompt_ids)}-token prompt; median of {repeats}; "
+          f"fp32 + int8 copies prepared in {prepare_seconds:.2f} s")
+    diff, spread, same_best = logit_difference(variants["fp32"], variants["int8"], prompt_ids)
+    print(f"int8 vs fp32 logits on the prompt: max |diff| {diff:.4f} (logit std {spread:.3f}), "
+          f"same best token at {same_best:.0%} of positions")
+
+    runs = {
+        (weights, batch, use_cache): story_runner(variants[weights], tokenizer, prompt_ids, batch, use_cache,
+                                                  args.new_tokens)
+        for batch in batches for weights in variants for use_cache in (True, False)
+    }
+    results = time_variants(runs, repeats)
+    print(f"\n{'weights':7} {'batch':>5} {'cache':>5} {'ms/story':>9} {'ms/step':>8} {'tokens/s':>9} {'cpu ms/story':>13}")
+    for (weights, batch, use_cache), (wall, cpu) in results.items():
+        print(f"{weights:7} {batch:>5} {'yes' if use_cache else 'no':>5} {wall / batch * 1000:>9.1f} "
+              f"{wall / args.new_tokens * 1000:>8.2f} {batch * args.new_tokens / wall:>9.0f} {cpu / batch * 1000:>13.1f}")
+
+    print("\nspeed-ups (wall time, same run):")
     for batch in batches:
-        for weights, variant in variants.items():
-            for use_cache in (True, False):
-                seconds = time_stories(variant, tokenizer, prompt_ids, batch, use_cache, repeats, args.new_tokens)
-                results[weights, batch, use_cache] = seconds
-                per_story = seconds / batch
-                print(f"{weights:8} {batch:>5} {str(use_cache):>6} {per_story * 1000:>10.1f} "
-                      f"{seconds / args.new_tokens * 1000:>9.2f} {batch * args.new_tokens / seconds:>9.0f}")
-    print("ratios (same run):")
-    for batch in batches:
-        base = results["fp32", batch, False]
-        print(f"  batch {batch}: fp32 cache vs no cache {base / results['fp32', batch, True]:.2f}x; "
-              f"int8 cache vs fp32 no cache {base / results['int8', batch, True]:.2f}x; "
-              f"int8 cache vs fp32 cache {results['fp32', batch, True] / results['int8', batch, True]:.2f}x")
+        def ratio(slow: tuple, fast: tuple) -> str:
+            return f"{results[slow][0] / results[fast][0]:.2f}x"
+        print(f"  batch {batch}: cache vs no cache: fp32 {ratio(('fp32', batch, False), ('fp32', batch, True))}, "
+              f"int8 {ratio(('int8', batch, False), ('int8', batch, True))}; "
+              f"int8 vs fp32: cached {ratio(('fp32', batch, True), ('int8', batch, True))}, "
+              f"uncached {ratio(('fp32', batch, False), ('int8', batch, False))}; "
+              f"int8+cache vs fp32 no cache {ratio(('fp32', batch, False), ('int8', batch, True))}")
+    print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
     if args.compare_quality:
-        lines = Path(args.compare_quality).read_text(encoding="utf-8").splitlines()
-        stories = [line.strip() for line in lines if line.strip()][:200]
-        print(f"perplexity on {len(stories)} stories of {args.compare_quality}: "
-              f"fp32 {perplexity(variants['fp32'], tokenizer, stories):.3f}, "
-              f"int8 {perplexity(variants['int8'], tokenizer, stories):.3f}")
+        print()
+        compare_quality(variants, tokenizer, args.compare_quality, args.quality_stories)
 
 
 if __name__ == "__main__":

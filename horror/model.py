@@ -54,9 +54,10 @@ class CausalSelfAttention(nn.Module):
             )
         else:
             start, end = cache.length, cache.length + steps
-            cache.keys[layer, :, :, start:end] = k
-            cache.values[layer, :, :, start:end] = v
-            k, v = cache.keys[layer, :, :, :end], cache.values[layer, :, :, :end]
+            keys, values = cache.keys[layer], cache.values[layer]  # (B, H, context, hd) views
+            keys[:, :, start:end] = k
+            values[:, :, start:end] = v
+            k, v = keys[:, :, :end], values[:, :, :end]
             if steps == 1:  # one new token sees every cached position: no mask needed
                 attended = F.scaled_dot_product_attention(q, k, v)
             elif start == 0:
@@ -143,8 +144,8 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence of {start + steps} tokens exceeds the context length {self.config.context_length}"
             )
-        positions = torch.arange(start, start + steps, device=token_ids.device)
-        x = self.dropout(self.token_embedding(token_ids) + self.position_embedding(positions))
+        # Slicing the position table is the same lookup as embedding an arange, with fewer ops per token.
+        x = self.dropout(self.token_embedding(token_ids) + self.position_embedding.weight[start:start + steps])
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
         if cache is not None:

@@ -14,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
 from horror.config import GenerationConfig, ModelConfig
+from horror.inference import is_quantized
 from horror.model import GPT
 from horror.tokenizer import StoryTokenizer
 
@@ -46,6 +47,8 @@ def save_model_folder(
     card: str | None = None,
 ) -> Path:
     """Write everything `load_model_folder` and the Hub need into `folder`."""
+    if is_quantized(model):  # its int8 layers hold no weights a state_dict could save
+        raise ValueError("this model was quantized for serving; save the fp32 model it was prepared from")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.config.save(folder / CONFIG_FILE)

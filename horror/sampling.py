@@ -72,13 +72,15 @@ def apply_min_p(logits: torch.Tensor, min_p: float) -> torch.Tensor:
 def apply_penalties(
     logits: torch.Tensor, context: torch.Tensor, settings: GenerationConfig, eos_id: int | None = None
 ) -> torch.Tensor:
-    """The processors that look at the context: <EOS> ban, repetition penalty, n-gram block."""
-    logits = logits.float()
+    """The processors that look at the context: repetition penalty, <EOS> ban, n-gram block.
+
+    Never changes `logits` itself (the caller still needs the raw ones)."""
+    penalised = apply_repetition_penalty(logits.float(), context, settings.repetition_penalty)
     if not settings.allow_eos and eos_id is not None:
-        logits = logits.clone()
-        logits[:, eos_id] = float("-inf")
-    logits = apply_repetition_penalty(logits, context, settings.repetition_penalty)
-    return apply_no_repeat_ngram(logits, context, settings.no_repeat_ngram_size)
+        if penalised is logits:  # no processor has copied it yet
+            penalised = penalised.clone()
+        penalised[:, eos_id] = float("-inf")  # after the penalty, which keeps -inf at -inf anyway
+    return apply_no_repeat_ngram(penalised, context, settings.no_repeat_ngram_size)
 
 
 def process_logits(
@@ -87,7 +89,10 @@ def process_logits(
     """All processors in order: penalties on raw logits, then temperature, then truncation.
 
     `eos_id` is banned when the settings say `allow_eos=False`."""
-    logits = apply_penalties(logits, context, settings, eos_id)
+    return _temperature_and_truncation(apply_penalties(logits, context, settings, eos_id), settings)
+
+
+def _temperature_and_truncation(logits: torch.Tensor, settings: GenerationConfig) -> torch.Tensor:
     if settings.temperature > 0:
         logits = logits / settings.temperature
     truncated = apply_min_p(apply_top_p(apply_top_k(logits, settings.top_k), settings.top_p), settings.min_p)
@@ -109,27 +114,28 @@ def choose_next(
     generator: torch.Generator | None,
     eos_id: int | None = None,
 ) -> torch.Tensor:
-    """The next token id per row (B,) under all the settings."""
+    """The next token id per row (B,) under all the settings: the same draw as
+    `sample_next(process_logits(...))`, with less work per token."""
+    penalised = apply_penalties(logits, context, settings, eos_id)
     if settings.temperature == 0:
-        return apply_penalties(logits, context, settings, eos_id).argmax(dim=-1)
-    if 0 < settings.top_k < logits.shape[-1]:
-        penalised = apply_penalties(logits, context, settings, eos_id)
-        if not torch.isneginf(penalised).all(dim=-1).any():
-            return sample_top_k(penalised, settings, generator)
-    return sample_next(process_logits(logits, context, settings, eos_id), settings.temperature, generator)
+        return penalised.argmax(dim=-1)
+    if 0 < settings.top_k < penalised.shape[-1]:
+        values, indices = torch.topk(penalised, settings.top_k, dim=-1)  # sorted, best first
+        if not torch.isneginf(values[:, 0]).any():  # every row has a token left to choose
+            choice = sample_next(_truncate_sorted(values, settings), settings.temperature, generator)
+            return indices.gather(1, choice[:, None]).squeeze(1)
+    return sample_next(_temperature_and_truncation(penalised, settings), settings.temperature, generator)
 
 
-def sample_top_k(
-    logits: torch.Tensor, settings: GenerationConfig, generator: torch.Generator | None
-) -> torch.Tensor:
-    """The same draw as process-then-sample when top-k is on, but top-p, min-p and the draw
-    run over the k candidates only (sorting 17K logits per token costs more than the rest)."""
-    values, indices = torch.topk(logits, settings.top_k, dim=-1)  # sorted, best first
-    if settings.temperature > 0:
-        values = values / settings.temperature
-    values = apply_min_p(apply_top_p(values, settings.top_p), settings.min_p)
-    choice = sample_next(values, settings.temperature, generator)
-    return indices.gather(1, choice[:, None]).squeeze(1)
+def _truncate_sorted(values: torch.Tensor, settings: GenerationConfig) -> torch.Tensor:
+    """Temperature, top-p and min-p over the top-k candidates only (sorting 17K logits per token
+    costs more than the rest of sampling); `values` are sorted best first, so top-p needs no sort."""
+    values = values / settings.temperature
+    if settings.top_p < 1.0:
+        probs = values.softmax(dim=-1)
+        # Drop a token when the tokens before it already reach p (the best token is always kept).
+        values = values.masked_fill(probs.cumsum(dim=-1) - probs >= settings.top_p, float("-inf"))
+    return apply_min_p(values, settings.min_p)
 
 
 def sample_next(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -137,4 +143,8 @@ def sample_next(logits: torch.Tensor, temperature: float, generator: torch.Gener
     if temperature == 0:
         return logits.argmax(dim=-1)
     probs = logits.softmax(dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    # The exponential race: argmax(p / E) with E ~ Exp(1) picks token i with probability p_i. It is
+    # how torch.multinomial draws one sample (the same draws), minus its input checks, which cost
+    # as much as the rest of sampling.
+    noise = torch.empty_like(probs).exponential_(generator=generator)
+    return (probs / noise).argmax(dim=-1)
