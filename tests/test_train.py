@@ -7,6 +7,7 @@ import json
 import lzma
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -161,7 +162,9 @@ def test_two_processes_train_over_gloo(corpus_dir: Path, tmp_path: Path, smoke_r
     assert "2 process(es)" in result.stdout
     steps = {m["phase"]: m["step"] for m in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())}
     single = json.loads((smoke_run / "model" / "card.json").read_text())["steps"]
-    assert steps["pretrain"] == single["pretrain"] // 2  # each rank takes half of every epoch's rows
+    # Each rank takes half of every epoch's rows (whole batches only), so half the steps of one process.
+    rows = int(re.search(r"pretrain: .*?([\d,]+) rows of", result.stdout).group(1).replace(",", ""))
+    assert single["pretrain"] == 2 * (rows // 4) and steps["pretrain"] == 2 * (rows // 2 // 4)
     assert result.stdout.count("run smoke finished") == 1  # the summary comes from the main process only
     (checkpoint,) = [tmp_path / "run" / "checkpoint"]
     assert (checkpoint / "random_states_1.pkl").is_file()  # the second rank's RNG is checkpointed too

@@ -148,7 +148,7 @@ def _hub_stories(source: Source) -> Dataset:
 def is_validation(story: str, fraction: float) -> bool:
     """Deterministic split: the same story always lands on the same side, whatever the order."""
     digest = int.from_bytes(hashlib.sha1(story.encode("utf-8")).digest()[:8], "big")
-    return digest % 1_000_000 < fraction * 1_000_000
+    return digest % 10_000 < fraction * 10_000
 
 
 @dataclass

@@ -175,6 +175,11 @@ def evaluate(model, rows: np.ndarray, accelerator: Accelerator, pad_id: int, bat
     return (total[0] / total[1].clamp(min=1)).item()
 
 
+def bare_model(accelerator: Accelerator, model) -> GPT:
+    """The plain GPT inside DDP / torch.compile wrappers: what gets saved, loaded and sampled."""
+    return accelerator.unwrap_model(model, keep_torch_compile=False)
+
+
 def set_dropout(model: torch.nn.Module, p: float) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -218,7 +223,7 @@ def write_samples(accelerator: Accelerator, model, tokenizer: StoryTokenizer, cf
     """A few stories through the shared StoryTeller path (a CPU copy, as the app serves it)."""
     if not accelerator.is_main_process or not cfg.sample_prompts:
         return
-    cpu_model = copy.deepcopy(accelerator.unwrap_model(model)).float().cpu().eval()
+    cpu_model = copy.deepcopy(bare_model(accelerator, model)).float().cpu().eval()
     teller = StoryTeller(LoadedModel(cpu_model, tokenizer, ORIGINAL_SAMPLING, run_dir, {}))
     with torch.random.fork_rng(devices=[]):  # leave the training RNG exactly as it was
         lines = [f"## after {phase}"] + [f"- {teller.tell(p, seed=cfg.seed + i).story}"
@@ -292,7 +297,7 @@ def train_phase(name: str, phase: PhaseConfig, model, optimizer, scheduler, rows
                 save_checkpoint(accelerator, run_dir, state_for_disk(state))
     bar.close()
     accelerator.wait_for_everyone()
-    load_model(accelerator.unwrap_model(model), str(best_path))  # the next phase starts from the best weights
+    load_model(bare_model(accelerator, model), str(best_path))  # the next phase starts from the best weights
     state["done"].append(name)
     save_checkpoint(accelerator, run_dir, state_for_disk(state))
 
@@ -323,7 +328,7 @@ def evaluate_and_log(name, phase, model, rows, cfg, accelerator, run_dir, state,
         progress["best"], progress["stale"] = val_loss, 0
         if accelerator.is_main_process:
             tmp = best_path.with_suffix(".tmp")
-            save_model(accelerator.unwrap_model(model), str(tmp))
+            save_model(bare_model(accelerator, model), str(tmp))
             tmp.replace(best_path)
         return False
     progress["stale"] += 1
@@ -470,7 +475,7 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
 
     final_state = state_for_disk(state)
     if accelerator.is_main_process:
-        folder = export_run(cfg, accelerator.unwrap_model(model), tokenizer, final_state, run_dir)
+        folder = export_run(cfg, bare_model(accelerator, model), tokenizer, final_state, run_dir)
         accelerator.print(summary(cfg, final_state, folder))
         if push_repo:
             from horror.hub import push_model_folder
