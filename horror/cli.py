@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model(info)
 
     evaluate = commands.add_parser("evaluate", help="story-quality metrics on a prompt file")
-    evaluate.add_argument("--prompts", required=True, help="first sentences, one per line")
+    evaluate.add_argument("--prompts", required=True, help="first sentences, one per line ('#' lines are comments)")
     evaluate.add_argument("--samples", type=int, default=3, help="stories per prompt")
     evaluate.add_argument("--train-file", action="append", default=[],
                           help="training stories, one per line, for novelty (repeatable)")
@@ -169,7 +169,7 @@ def run_info(args: argparse.Namespace) -> None:
 def run_evaluate(args: argparse.Namespace) -> None:
     from horror.evaluate import evaluate_model  # written separately; only this command needs it
 
-    prompts = read_lines(args.prompts)
+    prompts = [line for line in read_lines(args.prompts) if not line.startswith("#")]  # '#': a comment
     train_texts = [line for path in args.train_file for line in read_lines(path)] or None
     teller = load_teller(args.model, args.revision)
     summary = evaluate_model(teller, prompts, samples=args.samples, train_texts=train_texts, seed=args.seed)

@@ -163,7 +163,7 @@ def test_a_missing_model_folder_exits_2(capsys, tmp_path):
 
 
 def test_evaluate_passes_prompts_samples_and_training_texts(capsys, monkeypatch, tmp_path, tiny_model_dir):
-    (tmp_path / "prompts.txt").write_text("It knocked.\n\nThe lights went out.\n")
+    (tmp_path / "prompts.txt").write_text("# first sentences\nIt knocked.\n\n  # --- home\nThe lights went out.\n")
     (tmp_path / "train.txt").write_text("A story. Another one.\n")
     seen = {}
 

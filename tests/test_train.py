@@ -8,6 +8,7 @@ import lzma
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -294,3 +295,30 @@ def test_packing_wastes_nothing_and_never_cuts_a_finetune_story():
         found += [tuple(row[a:b]) for a, b in zip(starts, starts[1:])]
     assert sorted(found) == sorted(tuple(s) for s in sequences)
     assert (whole == 0).mean() < 0.1
+
+
+def test_ship_model_bundles_a_run_with_the_pretraining_of_another(smoke_run: Path, tmp_path: Path):
+    """train/ship_model.py: a fine-tune-only run plus the run that pretrained it -> one bundled model
+    whose card has both phases (what the About tab shows), and the curves of both phases."""
+    from train.ship_model import ship
+
+    finetune_only = tmp_path / "finetune-run"
+    shutil.copytree(smoke_run, finetune_only)
+    card = json.loads((finetune_only / "model" / "card.json").read_text())
+    for key in ("data", "val_loss", "tokens_seen", "steps", "train_seconds"):
+        card[key].pop("pretrain")
+    (finetune_only / "model" / "card.json").write_text(json.dumps(card))
+    (finetune_only / "metrics.jsonl").write_text("".join(
+        line + "\n" for line in (smoke_run / "metrics.jsonl").read_text().splitlines() if '"finetune"' in line))
+    (tmp_path / "card.md").write_text("# A hand-written card\n")
+
+    ship(finetune_only, smoke_run, tmp_path / "card.md", tmp_path / "assets" / "model", tmp_path / "assets" / "curves.png",
+         {"temperature": 0.9, "top_k": 100})
+    shipped = json.loads((tmp_path / "assets" / "model" / "card.json").read_text())
+    original = json.loads((smoke_run / "model" / "card.json").read_text())
+    assert list(shipped["val_loss"]) == ["pretrain", "finetune"] and shipped["val_loss"] == original["val_loss"]
+    assert (tmp_path / "assets" / "model" / "README.md").read_text() == "# A hand-written card\n"
+    assert (tmp_path / "assets" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    teller = StoryTeller.load(tmp_path / "assets" / "model", fallback=False)
+    assert (teller.generation_config.temperature, teller.generation_config.top_k) == (0.9, 100)
+    teller.tell("", seed=0)
