@@ -6,6 +6,7 @@ can keep the chain as a JSON-able dict in per-session state and a failed step ch
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ def escape_markdown(text: str, inline: bool = False) -> str:
     """`text` that Markdown shows literally: inline syntax and HTML escaped, and line-start block
     markers too unless `inline` (text placed mid-line, such as a table cell, cannot start a block)."""
     # HTML's own characters become entities: a renderer that ignores backslashes still shows them.
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = html.escape(text, quote=False)
     text = re.sub(r"([\\`*_\[\]|~$])", r"\\\1", text)
     if inline:
         return text

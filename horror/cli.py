@@ -167,9 +167,9 @@ def run_info(args: argparse.Namespace) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from horror.evaluate import evaluate_model  # written separately; only this command needs it
+    from horror.evaluate import drop_comments, evaluate_model  # only this command needs them
 
-    prompts = [line for line in read_lines(args.prompts) if not line.startswith("#")]  # '#': a comment
+    prompts = drop_comments(read_lines(args.prompts))
     train_texts = [line for path in args.train_file for line in read_lines(path)] or None
     teller = load_teller(args.model, args.revision)
     summary = evaluate_model(teller, prompts, samples=args.samples, train_texts=train_texts, seed=args.seed)

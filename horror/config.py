@@ -27,14 +27,19 @@ MIN_TOP_P = 0.001
 MIN_REPETITION_PENALTY = 0.01
 
 
-def _from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
-    """Build a dataclass from a dict, refusing unknown fields with a clear message."""
-    if not isinstance(data, dict):
-        raise ValueError(f"a {what} must be a JSON object, got {type(data).__name__}")
+def reject_unknown_fields(cls: type, data: dict[str, Any], what: str) -> None:
+    """A clear ValueError if `data` has keys that are not fields of the dataclass `cls`."""
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"unknown {what} field(s) {unknown}; known fields are {sorted(known)}")
+
+
+def _from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
+    """Build a dataclass from a dict, refusing unknown fields with a clear message."""
+    if not isinstance(data, dict):
+        raise ValueError(f"a {what} must be a JSON object, got {type(data).__name__}")
+    reject_unknown_fields(cls, data, what)
     return cls(**data)
 
 

@@ -116,10 +116,14 @@ def prompt_leaks(
     return leaks
 
 
+def drop_comments(lines: list[str]) -> list[str]:
+    """Non-empty stripped lines, '#' comment lines skipped (the prompt file format)."""
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
 def load_lines(path: str | Path) -> list[str]:
     """Non-empty stripped lines of a UTF-8 file, '#' comment lines skipped."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return drop_comments(Path(path).read_text(encoding="utf-8").splitlines())
 
 
 def prompt_seed(seed: int, index: int) -> int:

@@ -245,9 +245,9 @@ class StoryTeller:
         steps = generation.stream(self.sampling_model, self.tokenizer, self._prompt_ids(prompt), settings)
         text = ""
         while True:
-            # Each step may run on a different thread (Gradio resumes a streaming handler on any
-            # worker), and inference mode is per thread: enter it around every step, not once.
-            with self._lock, torch.inference_mode():
+            # Gradio may resume a streaming handler on any worker thread; each step takes the lock
+            # (and enters inference mode itself, in generation).
+            with self._lock:
                 item = next(steps, None)
             if item is None:
                 return

@@ -19,12 +19,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from horror.evaluate import evaluate_model, load_lines  # noqa: E402
 from horror.storyteller import StoryTeller  # noqa: E402
-from train.data import is_validation  # noqa: E402
+from train.data import build_corpus  # noqa: E402
+from train.run_config import Source  # noqa: E402
 
 
 def held_out_split(corpus: Path, fraction: float) -> tuple[list[str], list[str]]:
-    stories = [" ".join(line.split()) for path in sorted(corpus.glob("*.txt")) for line in load_lines(path)]
-    return [s for s in stories if not is_validation(s, fraction)], [s for s in stories if is_validation(s, fraction)]
+    """The horror stories as the trainer splits them: (training, held out)."""
+    split = build_corpus([Source(str(corpus), format="lines")], fraction, seed=0)
+    return split.train, split.val
 
 
 def bits_per_byte(teller: StoryTeller, stories: list[str]) -> float:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from horror.config import model_preset
+from horror.config import model_preset, reject_unknown_fields
 
 FORMATS = ("auto", "stories", "lines", "jsonl")
 SPLITS = ("hash", "train", "val")
@@ -166,10 +166,7 @@ class TrainConfig:
 def _build(cls: type, data: Any, what: str) -> Any:
     if not isinstance(data, dict):
         raise ValueError(f"{what} must be a JSON object, got {data!r}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} field(s) {unknown}; known fields are {sorted(known)}")
+    reject_unknown_fields(cls, data, what)
     for f in fields(cls):
         if f.name in data and not _has_type(data[f.name], str(f.type)):
             raise ValueError(f"{what} field {f.name!r} must be {f.type}, got {data[f.name]!r}")

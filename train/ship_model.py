@@ -66,7 +66,6 @@ def merged_card(card: dict, pretrain: dict) -> dict:
 def ship(run: Path, pretrain_run: Path | None, card: Path | None, out: Path, curves: Path,
          sampling: dict | None = None) -> None:
     folder = run / "model"
-    StoryTeller.load(folder, fallback=False).tell("", seed=0)  # it loads and writes, or we stop here
     size = (folder / "model.safetensors").stat().st_size
     if size > MAX_BUNDLED_BYTES:
         raise ValueError(f"model.safetensors is {size / 2**20:.1f} MiB; the bundled model must stay under 60 MiB")
@@ -85,7 +84,7 @@ def ship(run: Path, pretrain_run: Path | None, card: Path | None, out: Path, cur
         if sampling:
             GenerationConfig.load(staged / "generation_config.json").replace(**sampling).save(
                 staged / "generation_config.json")
-        StoryTeller.load(staged, fallback=False)
+        StoryTeller.load(staged, fallback=False).tell("", seed=0)  # it loads and writes, or we stop here
         if out.exists():
             shutil.rmtree(out)
         staged.replace(out)
