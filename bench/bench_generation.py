@@ -1,5 +1,6 @@
 """Time 55-token stories through the shared `generate` path: KV cache vs the recompute-everything
-baseline, int8 (what StoryTeller serves on CPU) vs plain fp32, batch 1 and batch 8, in one process.
+baseline; plain fp32 vs int8 in PyTorch (fbgemm) vs int8 in the C decoder (what StoryTeller
+serves on CPU); batch 1 and batch 8; in one process.
 
 Variants are interleaved repeat by repeat, so a neighbour's load slows them all alike; compare the
 ratios of one run. CPU time (all threads of this process) is printed beside wall time because it
@@ -30,6 +31,7 @@ from horror.config import GenerationConfig, model_preset  # noqa: E402
 from horror.inference import is_quantized, prepare_for_inference  # noqa: E402
 from horror.model import GPT  # noqa: E402
 from horror.model_folder import load_model_folder  # noqa: E402
+from horror.native import NativeGPT  # noqa: E402
 from horror.tokenizer import StoryTokenizer  # noqa: E402
 
 PROMPT = "I heard my mother call my name from the kitchen."
@@ -91,15 +93,19 @@ def perplexity(model: GPT, tokenizer: StoryTokenizer, stories: list[str]) -> flo
 def compare_quality(variants: dict, tokenizer: StoryTokenizer, path: str, limit: int) -> None:
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     stories = [line.strip() for line in lines if line.strip()][:limit]
-    fp32, int8 = variants["fp32"], variants["int8"]
+    fp32 = variants["fp32"]
     print(f"quality on {len(stories)} stories of {path}:")
-    print(f"  perplexity fp32 {perplexity(fp32, tokenizer, stories):.3f}, int8 {perplexity(int8, tokenizer, stories):.3f}")
-    worst, agree = 0.0, []
-    for story in stories[:50]:
-        diff, _, same_best = logit_difference(fp32, int8, [tokenizer.bos_id, *tokenizer.encode(story)])
-        worst, agree = max(worst, diff), agree + [same_best]
-    print(f"  logits over {len(agree)} stories: max |int8 - fp32| {worst:.4f}; "
-          f"same best token at {statistics.mean(agree):.1%} of positions")
+    print("  perplexity " + ", ".join(f"{name} {perplexity(model, tokenizer, stories):.3f}"
+                                      for name, model in variants.items()))
+    for name, model in variants.items():
+        if name == "fp32":
+            continue
+        worst, agree = 0.0, []
+        for story in stories[:50]:
+            diff, _, same_best = logit_difference(fp32, model, [tokenizer.bos_id, *tokenizer.encode(story)])
+            worst, agree = max(worst, diff), agree + [same_best]
+        print(f"  {name} logits over {len(agree)} stories: max |{name} - fp32| {worst:.4f}; "
+              f"same best token at {statistics.mean(agree):.1%} of positions")
 
 
 def main() -> None:
@@ -111,7 +117,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8", help="comma-separated batch sizes")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--quick", action="store_true", help="3 repeats, batch 1 only")
-    parser.add_argument("--compare-quality", metavar="FILE", help="stories, one per line: fp32 vs int8 perplexity")
+    parser.add_argument("--compare-quality", metavar="FILE", help="stories, one per line: perplexity of each variant")
     parser.add_argument("--quality-stories", type=int, default=200, help="how many stories of FILE to score")
     args = parser.parse_args()
     if args.threads:
@@ -121,19 +127,28 @@ def main() -> None:
 
     model, tokenizer, name = load(args)
     started = time.perf_counter()
-    variants = {"fp32": prepare_for_inference(model, quantize=False), "int8": prepare_for_inference(model, quantize=True)}
+    variants = {
+        "fp32": prepare_for_inference(model, quantize=False),
+        "int8-pt": prepare_for_inference(model, quantize=True, native=False),
+        "int8-c": prepare_for_inference(model, quantize=True, native=True),
+    }
     prepare_seconds = time.perf_counter() - started
-    if not is_quantized(variants["int8"]):
-        print("note: int8 kernels unavailable in this torch build; 'int8' below is fp32")
+    if not isinstance(variants["int8-c"], NativeGPT):
+        print("note: the C decoder is unavailable here (see the log line above); timing PyTorch only")
+        del variants["int8-c"]
+    if not is_quantized(variants["int8-pt"]):
+        print("note: int8 kernels unavailable in this torch build; 'int8-pt' below is fp32")
     prompt_ids = [tokenizer.bos_id, *tokenizer.encode(PROMPT)]
     load_average = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"model {name}: {model.num_parameters():,} parameters; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {os.cpu_count()} CPUs, load average {load_average}")
     print(f"{args.new_tokens} new tokens after a {len(prompt_ids)}-token prompt; median of {repeats}; "
-          f"fp32 + int8 copies prepared in {prepare_seconds:.2f} s")
-    diff, spread, same_best = logit_difference(variants["fp32"], variants["int8"], prompt_ids)
-    print(f"int8 vs fp32 logits on the prompt: max |diff| {diff:.4f} (logit std {spread:.3f}), "
-          f"same best token at {same_best:.0%} of positions")
+          f"variants prepared in {prepare_seconds:.2f} s (int8-pt: PyTorch + fbgemm, int8-c: the C decoder)")
+    for weights in variants:
+        if weights != "fp32":
+            diff, spread, same_best = logit_difference(variants["fp32"], variants[weights], prompt_ids)
+            print(f"{weights} vs fp32 logits on the prompt: max |diff| {diff:.4f} (logit std {spread:.3f}), "
+                  f"same best token at {same_best:.0%} of positions")
 
     runs = {
         (weights, batch, use_cache): story_runner(variants[weights], tokenizer, prompt_ids, batch, use_cache,
@@ -150,11 +165,16 @@ def main() -> None:
     for batch in batches:
         def ratio(slow: tuple, fast: tuple) -> str:
             return f"{results[slow][0] / results[fast][0]:.2f}x"
-        print(f"  batch {batch}: cache vs no cache: fp32 {ratio(('fp32', batch, False), ('fp32', batch, True))}, "
-              f"int8 {ratio(('int8', batch, False), ('int8', batch, True))}; "
-              f"int8 vs fp32: cached {ratio(('fp32', batch, True), ('int8', batch, True))}, "
-              f"uncached {ratio(('fp32', batch, False), ('int8', batch, False))}; "
-              f"int8+cache vs fp32 no cache {ratio(('fp32', batch, False), ('int8', batch, True))}")
+        baseline, fp32_cached = ("fp32", batch, False), ("fp32", batch, True)
+        print(f"  batch {batch}: cache vs no cache: "
+              + ", ".join(f"{w} {ratio((w, batch, False), (w, batch, True))}" for w in variants))
+        for weights in variants:
+            if weights != "fp32":
+                print(f"  batch {batch}: {weights}+cache vs fp32 no cache {ratio(baseline, (weights, batch, True))}, "
+                      f"vs fp32+cache {ratio(fp32_cached, (weights, batch, True))}")
+        if "int8-c" in variants:
+            print(f"  batch {batch}: int8-c vs int8-pt (both cached) "
+                  f"{ratio(('int8-pt', batch, True), ('int8-c', batch, True))}")
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
     if args.compare_quality:

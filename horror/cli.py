@@ -160,6 +160,7 @@ def run_info(args: argparse.Namespace) -> None:
         print(f"notice: {info['notice']}")
     print("status: " + ("trained" if info["trained"] else "UNTRAINED (random weights: it writes gibberish)"))
     print(f"parameters: {info['parameters']:,}")
+    print(f"inference: {info['inference']}")
     for key in ("d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "context_length", "dropout", "tie_embeddings"):
         print(f"{key}: {info[key]}")
     print(f"tokenizer_vocab_size: {info['tokenizer_vocab_size']}")

@@ -1,9 +1,13 @@
-"""Make a trained model fast to sample from on a CPU: the one place inference optimisation lives.
+"""Make a trained model fast to sample from on a CPU: the one place that chooses how inference runs.
 
 Decoding one token reads every Linear weight once (10.7M of the 15.3M seed-15m parameters; the
 17408x256 LM head alone is 4.5M), so on a 2-core CPU the time per token is memory traffic plus
-per-op overhead. int8 weights with one scale per output row read 4x less than fp32, and fbgemm's
-dynamic-quantized matmul (activations quantized per call) runs them with AVX2.
+per-op overhead. int8 weights with one scale per output row read 4x less than fp32. Two engines
+run them, best first:
+
+1. the C decoder (horror/native.py): the whole forward pass in one call, no per-op overhead;
+2. PyTorch with fbgemm's dynamic-quantized matmul (`Int8Linear`), where the C decoder cannot
+   be built (no compiler, not x86-64 with AVX2) or $HORROR_NATIVE=0.
 
 Quantization happens at load time only: model files stay fp32 safetensors, and the fp32 model is
 what scoring and saving use.
@@ -20,16 +24,23 @@ import torch
 import torch.nn as nn
 
 from horror.model import GPT
+from horror.native import NativeGPT, NativeUnavailable
 
 logger = logging.getLogger(__name__)
 QUANTIZE_ENV_VAR = "HORROR_QUANTIZE"
+NATIVE_ENV_VAR = "HORROR_NATIVE"
+
+
+def _choice(requested: bool | None, env_var: str) -> bool:
+    """The explicit choice, else the environment variable (default on)."""
+    if requested is not None:
+        return requested
+    return os.environ.get(env_var, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def quantization_enabled(requested: bool | None) -> bool:
     """The explicit choice, else $HORROR_QUANTIZE (default on)."""
-    if requested is not None:
-        return requested
-    return os.environ.get(QUANTIZE_ENV_VAR, "1").strip().lower() not in ("0", "false", "no", "off")
+    return _choice(requested, QUANTIZE_ENV_VAR)
 
 
 class Int8Linear(nn.Module):
@@ -65,8 +76,8 @@ class Int8Linear(nn.Module):
 
 
 def is_quantized(model: nn.Module) -> bool:
-    """True if any layer holds int8 weights (such a model cannot be saved; save the fp32 one)."""
-    return any(isinstance(module, Int8Linear) for module in model.modules())
+    """True if the model holds int8 weights (such a model cannot be saved; save the fp32 one)."""
+    return any(isinstance(module, (Int8Linear, NativeGPT)) for module in model.modules())
 
 
 def quantize_int8(model: GPT) -> GPT:
@@ -90,10 +101,27 @@ def quantize_int8(model: GPT) -> GPT:
     return model
 
 
-def prepare_for_inference(model: GPT, quantize: bool | None = None, device: str = "cpu") -> GPT:
+def describe_engine(model: nn.Module) -> str:
+    """How a prepared model runs, for `horror info` and the app's About tab."""
+    if isinstance(model, NativeGPT):
+        return "int8 weights, C decoder"
+    if is_quantized(model):
+        return "int8 weights, PyTorch (fbgemm)"
+    return f"{next(model.parameters()).dtype} weights, PyTorch".replace("torch.", "")
+
+
+def prepare_for_inference(
+    model: GPT, quantize: bool | None = None, device: str = "cpu", native: bool | None = None
+) -> GPT | NativeGPT:
     """A copy of `model` to sample from: eval mode, no dropout calls, int8 on CPU unless turned off.
 
-    `quantize=None` follows $HORROR_QUANTIZE (default on); the original model is left untouched."""
+    `quantize=None` follows $HORROR_QUANTIZE, `native=None` follows $HORROR_NATIVE (both default
+    on): int8 runs in the C decoder where it builds, else in PyTorch. `model` is left untouched."""
+    if str(device) == "cpu" and quantization_enabled(quantize) and _choice(native, NATIVE_ENV_VAR):
+        try:
+            return NativeGPT(model).eval()
+        except NativeUnavailable as error:
+            logger.warning("C decoder unavailable (%s); using PyTorch's int8 kernels", error)
     model = copy.deepcopy(model).eval()
     # Dropout is a no-op in eval mode but still a module call per layer per token.
     for module in list(model.modules()):

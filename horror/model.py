@@ -21,12 +21,13 @@ class KVCache:
     positions are filled; the model writes new positions at `length` and advances it.
     """
 
-    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype):
-        shape = (config.n_layers, batch_size, config.n_heads, config.context_length, config.head_dim)
+    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype,
+                 capacity: int | None = None):
+        self.capacity = min(capacity or config.context_length, config.context_length)
+        shape = (config.n_layers, batch_size, config.n_heads, self.capacity, config.head_dim)
         self.keys = torch.empty(shape, device=device, dtype=dtype)
         self.values = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
-        self.capacity = config.context_length
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only some batch rows (used when finished samples are dropped)."""

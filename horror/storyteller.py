@@ -23,7 +23,7 @@ import torch
 
 from horror import generation
 from horror.config import MAX_BATCH_SIZE, GenerationConfig, ModelConfig
-from horror.inference import prepare_for_inference
+from horror.inference import describe_engine, prepare_for_inference
 from horror.hub import BUNDLED_MODEL_DIR, ModelSource, resolve_model_source
 from horror.model_folder import LoadedModel, ModelLoadError, load_model_folder
 
@@ -104,7 +104,8 @@ class StoryTeller:
 
     def __init__(self, loaded: LoadedModel, source: ModelSource | None = None, quantize: bool | None = None):
         self.model = loaded.model  # fp32: scoring reports exact likelihoods
-        # What sampling runs on: int8 on CPU unless quantize=False or $HORROR_QUANTIZE=0.
+        # What sampling runs on: int8 on CPU (in the C decoder where it builds) unless
+        # quantize=False or $HORROR_QUANTIZE=0; $HORROR_NATIVE=0 keeps int8 in PyTorch.
         self.sampling_model = prepare_for_inference(loaded.model, quantize, str(loaded.model.lm_head.weight.device))
         self.tokenizer = loaded.tokenizer
         self.generation_config = loaded.generation_config
@@ -168,6 +169,7 @@ class StoryTeller:
             "notice": self.notice,
             "trained": self.is_trained,
             "parameters": self.num_parameters,
+            "inference": describe_engine(self.sampling_model),
             **self.model.config.to_dict(),
             "tokenizer_vocab_size": self.tokenizer.vocab_size,
             "generation_config": self.generation_config.to_dict(),

@@ -387,6 +387,7 @@ def about_markdown(info: dict[str, Any]) -> str:
         ("Shape", f"{info.get('n_layers')} layers, d_model {info.get('d_model')}, {info.get('n_heads')} heads, "
                   f"FFN {info.get('d_ff')}, context {info.get('context_length')} tokens, "
                   f"vocabulary {info.get('vocab_size'):,}" if isinstance(info.get("vocab_size"), int) else "—"),
+        ("Inference", info.get("inference") or "—"),
         ("Training data", _training_data(card)),
         ("Validation loss", _per_phase(card.get("val_loss"), "{:.3f} nats/token")),
         ("Tokens seen", _per_phase(card.get("tokens_seen"), "{:,}")),

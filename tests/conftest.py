@@ -13,6 +13,7 @@ import torch
 from horror.config import GenerationConfig, model_preset
 from horror.model import GPT
 from horror.model_folder import save_model_folder
+from horror.native import NativeUnavailable, load_library
 from horror.storyteller import StoryTeller
 from horror.tokenizer import StoryTokenizer
 
@@ -30,6 +31,20 @@ TWISTS = [
     "Then I remembered we buried him last spring.",
     "I never had a sister.",
 ]
+
+
+def c_decoder_unavailable() -> str | None:
+    """Why the C decoder cannot run on this machine, or None when it can (tests of it skip
+    with this reason; test_native.py makes sure that never happens on x86-64 with a compiler)."""
+    try:
+        load_library()
+    except NativeUnavailable as error:
+        return str(error)
+    return None
+
+
+requires_c_decoder = pytest.mark.skipif(c_decoder_unavailable() is not None,
+                                        reason=f"C decoder unavailable: {c_decoder_unavailable()}")
 
 
 def make_stories(count: int = 300, seed: int = 0) -> list[str]:

@@ -1,5 +1,7 @@
-"""The fast inference mode (int8 weights on CPU): close to fp32, the same with and without the KV
-cache, on by default in StoryTeller with a way out, and never saved. Plus the sampling fast path."""
+"""The fast inference mode (int8 weights on CPU), in both engines (the C decoder and PyTorch's
+int8 kernels): close to fp32, the same with and without the KV cache, on by default in StoryTeller
+with a way out, and never saved. Plus the sampling fast path. (The C decoder's own checks are in
+test_native.py.)"""
 
 from __future__ import annotations
 
@@ -15,8 +17,10 @@ from horror.config import GenerationConfig, model_preset
 from horror.inference import Int8Linear, is_quantized, prepare_for_inference
 from horror.model import GPT
 from horror.model_folder import load_model_folder, save_model_folder
+from horror.native import NativeGPT
 from horror.sampling import choose_next, process_logits, sample_next
 from horror.storyteller import StoryTeller
+from conftest import c_decoder_unavailable, requires_c_decoder
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
@@ -25,9 +29,13 @@ def fp32_model(request) -> GPT:
     return GPT(model_preset("test-tiny", vocab_size=400, tie_embeddings=request.param)).eval()
 
 
-@pytest.fixture(scope="module")
-def int8_model(fp32_model: GPT) -> GPT:
-    return prepare_for_inference(fp32_model, quantize=True)
+@pytest.fixture(scope="module", params=[False, True], ids=["torch-int8", "c-decoder"])
+def int8_model(fp32_model: GPT, request) -> GPT:
+    if request.param and c_decoder_unavailable():
+        pytest.skip(f"C decoder unavailable: {c_decoder_unavailable()}")
+    model = prepare_for_inference(fp32_model, quantize=True, native=request.param)
+    assert isinstance(model, NativeGPT) == request.param
+    return model
 
 
 def logits_of(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
@@ -35,7 +43,8 @@ def logits_of(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
         return model(tokens)
 
 
-def test_int8_mode_quantizes_every_linear_including_the_head(int8_model):
+def test_torch_int8_mode_quantizes_every_linear_including_the_head(fp32_model):
+    int8_model = prepare_for_inference(fp32_model, quantize=True, native=False)
     assert is_quantized(int8_model)
     assert isinstance(int8_model.lm_head, Int8Linear)
     assert not any(isinstance(module, torch.nn.Linear) for module in int8_model.modules())
@@ -69,14 +78,17 @@ def test_int8_cached_logits_match_uncached(int8_model):
     with torch.inference_mode():
         pieces = [int8_model(tokens[:, :16], cache), int8_model(tokens[:, 16:20], cache)]
         pieces += [int8_model(tokens[:, i:i + 1], cache) for i in range(20, 40)]
-    # Activations are quantized per call from the range of what that call sees, so one token at
-    # a time rounds slightly differently from a whole sequence: close, not bit-equal.
+    # PyTorch's kernels quantize activations per call from the range of what that call sees, so
+    # one token at a time rounds slightly differently from a whole sequence: close, not bit-equal.
+    # (The C decoder quantizes per row and is bit-equal: test_native.py.)
     assert (torch.cat(pieces, dim=1) - full).abs().max() < 0.05 * full.abs().max()
 
 
-def test_int8_greedy_tokens_are_identical_with_and_without_the_cache(tiny_model_dir):
+@pytest.mark.parametrize("native", [False, pytest.param(True, marks=requires_c_decoder)],
+                         ids=["torch-int8", "c-decoder"])
+def test_int8_greedy_tokens_are_identical_with_and_without_the_cache(tiny_model_dir, native):
     loaded = load_model_folder(tiny_model_dir)
-    model = prepare_for_inference(loaded.model, quantize=True)
+    model = prepare_for_inference(loaded.model, quantize=True, native=native)
     prompt = [loaded.tokenizer.bos_id, *loaded.tokenizer.encode("I heard a knock.")]
     settings = GenerationConfig(temperature=0, max_new_tokens=20, allow_eos=False)
     cached = generation.generate(model, loaded.tokenizer, prompt, settings, use_cache=True)[0]
@@ -84,10 +96,13 @@ def test_int8_greedy_tokens_are_identical_with_and_without_the_cache(tiny_model_
     assert cached.token_ids == uncached.token_ids
 
 
-def test_storyteller_samples_from_int8_and_scores_with_fp32(tiny_model_dir, monkeypatch):
+@requires_c_decoder
+def test_storyteller_samples_from_the_c_decoder_and_scores_with_fp32(tiny_model_dir, monkeypatch):
     monkeypatch.delenv(inference.QUANTIZE_ENV_VAR, raising=False)
+    monkeypatch.delenv(inference.NATIVE_ENV_VAR, raising=False)
     teller = StoryTeller.load(tiny_model_dir, fallback=False)
-    assert is_quantized(teller.sampling_model)
+    assert isinstance(teller.sampling_model, NativeGPT) and is_quantized(teller.sampling_model)
+    assert teller.info()["inference"] == "int8 weights, C decoder"
     assert not is_quantized(teller.model)  # exact likelihoods, and what would be saved
     assert teller.tell("The door", seed=1, max_new_tokens=8).new_tokens > 0
 
@@ -95,6 +110,7 @@ def test_storyteller_samples_from_int8_and_scores_with_fp32(tiny_model_dir, monk
 def test_storyteller_quantize_false_serves_fp32(tiny_model_dir):
     teller = StoryTeller.load(tiny_model_dir, fallback=False, quantize=False)
     assert not is_quantized(teller.sampling_model)
+    assert teller.info()["inference"] == "float32 weights, PyTorch"
 
 
 @pytest.mark.parametrize("value", ["0", "false", "off"])
@@ -105,13 +121,32 @@ def test_horror_quantize_0_turns_int8_off(tiny_model_dir, monkeypatch, value):
     assert is_quantized(StoryTeller.load(tiny_model_dir, fallback=False, quantize=True).sampling_model)
 
 
+@pytest.mark.parametrize("value", ["0", "off"])
+def test_horror_native_0_serves_pytorch_int8(tiny_model_dir, monkeypatch, value):
+    monkeypatch.setenv(inference.NATIVE_ENV_VAR, value)
+    teller = StoryTeller.load(tiny_model_dir, fallback=False)
+    assert is_quantized(teller.sampling_model) and not isinstance(teller.sampling_model, NativeGPT)
+    assert teller.info()["inference"] == "int8 weights, PyTorch (fbgemm)"
+
+
+def test_no_c_decoder_falls_back_to_pytorch_int8_with_a_warning(fp32_model, monkeypatch, caplog):
+    def unavailable(self, model):
+        raise inference.NativeUnavailable("no C compiler found")
+
+    monkeypatch.setattr(NativeGPT, "__init__", unavailable)
+    with caplog.at_level(logging.WARNING, logger="horror.inference"):
+        served = prepare_for_inference(fp32_model, quantize=True)
+    assert isinstance(served.lm_head, Int8Linear)
+    assert "C decoder unavailable (no C compiler found)" in caplog.text
+
+
 def test_missing_int8_kernels_fall_back_to_fp32_with_a_warning(fp32_model, monkeypatch, caplog):
     def unavailable(self, linear):
         raise RuntimeError("no int8 engine")
 
     monkeypatch.setattr(Int8Linear, "__init__", unavailable)
     with caplog.at_level(logging.WARNING, logger="horror.inference"):
-        served = prepare_for_inference(fp32_model, quantize=True)
+        served = prepare_for_inference(fp32_model, quantize=True, native=False)
     assert not is_quantized(served)
     assert "using fp32 weights" in caplog.text
 

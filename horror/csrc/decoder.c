@@ -1,0 +1,339 @@
+/* The GPT forward pass in C for x86-64 CPUs with AVX2: int8 weights, one call per model step.
+ *
+ * Why this exists: decoding one token of seed-15m is ~40 small PyTorch ops per layer-ish step
+ * (each a few microseconds of dispatch) around 33 matrix-vector products whose weights (10.7M,
+ * int8) fit in L3. Here the whole step is one call with no dispatch and no allocation per op,
+ * so its time is close to what reading the weights costs. horror/native.py builds this file
+ * with the system C compiler, loads it with ctypes and checks it against the PyTorch model.
+ *
+ * The maths is horror/model.py's: token + position embedding, pre-norm blocks (LayerNorm,
+ * causal self-attention, residual; LayerNorm, exact-erf GELU MLP, residual), final LayerNorm,
+ * LM head. Linear weights are int8 with one scale per output row; each input row is quantized
+ * to int8 with its own scale just before a product (error well under the int8 weights'), and
+ * the products run as int8 x int8 -> int32 with AVX2. Everything else is float32.
+ *
+ * Products are split across `threads` OpenMP threads by output row, so every output is summed
+ * by one thread in one order: results do not depend on the thread count. Re-entrant: no
+ * globals, scratch memory is allocated per call, so several threads may call at once (ctypes
+ * releases the GIL while the call runs).
+ */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One block's weights. Biases (and LayerNorm shifts) may be NULL (ModelConfig.bias=False). */
+typedef struct {
+    const float *ln_attn_weight, *ln_attn_bias;
+    const int8_t *qkv_weight;
+    const float *qkv_scale, *qkv_bias;
+    const int8_t *attn_proj_weight;
+    const float *attn_proj_scale, *attn_proj_bias;
+    const float *ln_mlp_weight, *ln_mlp_bias;
+    const int8_t *fc_weight;
+    const float *fc_scale, *fc_bias;
+    const int8_t *mlp_proj_weight;
+    const float *mlp_proj_scale, *mlp_proj_bias;
+} Layer;
+
+typedef struct {
+    int32_t n_layers, d_model, n_heads, d_ff, vocab_size, context_length;
+    float layer_norm_eps;
+    const float *token_embedding;     /* (vocab_size, d_model) */
+    const float *position_embedding;  /* (context_length, d_model) */
+    const float *ln_final_weight, *ln_final_bias;
+    const int8_t *head_weight;        /* (vocab_size, d_model) */
+    const float *head_scale;
+    const Layer *layers;
+} Model;
+
+enum { OK = 0, ERROR_BAD_ARGUMENT = 1, ERROR_OUT_OF_MEMORY = 2 };
+/* Multiply-adds below which a product runs on one thread (a fork/join costs a few microseconds). */
+#define MIN_PARALLEL_WORK (1L << 16)
+
+/* ----- vector maths ------------------------------------------------------------------------ */
+
+static inline float sum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline int32_t sum8_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+static float dot(const float *a, const float *b, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float total = sum8(acc);
+    for (; i < n; i++) total += a[i] * b[i];
+    return total;
+}
+
+/* exp(x) for 8 floats: Cephes' expf (range reduction by ln 2, degree-5 polynomial), ~1 ulp. */
+static inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_floor_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+    y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+    __m256i power = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(power));
+}
+
+/* erf(x) for 8 floats: Abramowitz & Stegun 7.1.26 (|error| < 1.5e-7), as PyTorch's CPU erf. */
+static inline __m256 erf8(__m256 x) {
+    const __m256 sign_bit = _mm256_set1_ps(-0.0f);
+    __m256 sign = _mm256_and_ps(x, sign_bit), a = _mm256_andnot_ps(sign_bit, x);
+    __m256 t = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, _mm256_set1_ps(1.0f)));
+    __m256 p = _mm256_set1_ps(1.061405429f);
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+    p = _mm256_mul_ps(p, t);
+    __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
+    __m256 y = _mm256_fnmadd_ps(p, e, _mm256_set1_ps(1.0f));
+    return _mm256_or_ps(y, sign);
+}
+
+/* x <- 0.5 x (1 + erf(x / sqrt 2)), F.gelu's default (exact) form. */
+static void gelu(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 e = erf8(_mm256_mul_ps(v, _mm256_set1_ps(0.70710678118654752f)));
+        _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(e, _mm256_set1_ps(1.0f))));
+    }
+    for (; i < n; i++) x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+/* x <- softmax(x) over n floats. */
+static void softmax(float *x, int n) {
+    float best = x[0];
+    for (int i = 1; i < n; i++) best = x[i] > best ? x[i] : best;
+    __m256 total8 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), _mm256_set1_ps(best)));
+        _mm256_storeu_ps(x + i, e);
+        total8 = _mm256_add_ps(total8, e);
+    }
+    float total = sum8(total8);
+    for (; i < n; i++) total += (x[i] = expf(x[i] - best));
+    float inverse = 1.0f / total;
+    for (i = 0; i < n; i++) x[i] *= inverse;
+}
+
+static void layer_norm(const float *x, int rows, int n, const float *weight, const float *bias, float eps, float *out) {
+    for (int r = 0; r < rows; r++, x += n, out += n) {
+        float mean = 0.0f, variance = 0.0f;
+        for (int i = 0; i < n; i++) mean += x[i];
+        mean /= n;
+        for (int i = 0; i < n; i++) variance += (x[i] - mean) * (x[i] - mean);
+        float inverse_std = 1.0f / sqrtf(variance / n + eps);
+        for (int i = 0; i < n; i++) out[i] = (x[i] - mean) * inverse_std * weight[i] + (bias ? bias[i] : 0.0f);
+    }
+}
+
+/* ----- int8 products ----------------------------------------------------------------------- */
+
+/* Rows of activations quantized for one product: q = round(x / scale), |q| <= 127. `magnitude`
+ * holds |q| and `q` its sign, because AVX2 multiplies unsigned by signed bytes (maddubs). */
+typedef struct {
+    int8_t *q;
+    uint8_t *magnitude;
+    float *scale;
+} Quantized;
+
+static void quantize_rows(const float *x, int rows, int n, Quantized *out) {
+    for (int r = 0; r < rows; r++) {
+        const float *row = x + (size_t)r * n;
+        float largest = 0.0f;
+        for (int i = 0; i < n; i++) largest = fmaxf(largest, fabsf(row[i]));
+        float inverse = largest > 0.0f ? 127.0f / largest : 0.0f;
+        out->scale[r] = largest / 127.0f;
+        int8_t *q = out->q + (size_t)r * n;
+        uint8_t *magnitude = out->magnitude + (size_t)r * n;
+        for (int i = 0; i < n; i++) {
+            int value = (int)lrintf(row[i] * inverse);
+            value = value > 127 ? 127 : (value < -127 ? -127 : value);
+            q[i] = (int8_t)value;
+            magnitude[i] = (uint8_t)(value < 0 ? -value : value);
+        }
+    }
+}
+
+/* 32 products q*w summed into 8 int32 lanes. |q|,|w| <= 127, so pair sums fit int16. */
+static inline __m256i dot32(__m256i magnitude, __m256i q, const int8_t *w) {
+    __m256i signed_w = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)w), q);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, signed_w), _mm256_set1_epi16(1));
+}
+
+static inline int32_t dot_tail(const int8_t *q, const int8_t *w, int from, int n) {
+    int32_t total = 0;
+    for (int i = from; i < n; i++) total += q[i] * w[i];
+    return total;
+}
+
+/* out[r, j] = x_scale[r] w_scale[j] (q[r] . w[j]) + bias[j], or += that when `accumulate`
+ * (the residual add). Four weight rows at a time: their 4*n_in bytes stay in L1 while every
+ * input row passes, and four independent sums keep the multiply units busy. */
+static void linear(const Quantized *x, int rows, const int8_t *weight, const float *w_scale, const float *bias,
+                   int n_in, int n_out, float *out, int accumulate, int threads) {
+    int groups = n_out / 4;
+    /* Split the output rows between threads when there is enough work to pay for waking them. */
+    int parallel = threads > 1 && (long)rows * n_in * n_out >= MIN_PARALLEL_WORK;
+    #pragma omp parallel for num_threads(threads) schedule(static) if(parallel)
+    for (int g = 0; g < groups; g++) {
+        int j = 4 * g;
+        const int8_t *w0 = weight + (size_t)j * n_in, *w1 = w0 + n_in, *w2 = w1 + n_in, *w3 = w2 + n_in;
+        for (int r = 0; r < rows; r++) {
+            const int8_t *q = x->q + (size_t)r * n_in;
+            const uint8_t *magnitude = x->magnitude + (size_t)r * n_in;
+            __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+            int i = 0;
+            for (; i + 32 <= n_in; i += 32) {
+                __m256i m = _mm256_loadu_si256((const __m256i *)(magnitude + i));
+                __m256i sign = _mm256_loadu_si256((const __m256i *)(q + i));
+                s0 = _mm256_add_epi32(s0, dot32(m, sign, w0 + i));
+                s1 = _mm256_add_epi32(s1, dot32(m, sign, w1 + i));
+                s2 = _mm256_add_epi32(s2, dot32(m, sign, w2 + i));
+                s3 = _mm256_add_epi32(s3, dot32(m, sign, w3 + i));
+            }
+            int32_t totals[4] = {sum8_epi32(s0) + dot_tail(q, w0, i, n_in), sum8_epi32(s1) + dot_tail(q, w1, i, n_in),
+                                 sum8_epi32(s2) + dot_tail(q, w2, i, n_in), sum8_epi32(s3) + dot_tail(q, w3, i, n_in)};
+            float *y = out + (size_t)r * n_out + j;
+            for (int k = 0; k < 4; k++) {
+                float value = x->scale[r] * w_scale[j + k] * (float)totals[k] + (bias ? bias[j + k] : 0.0f);
+                y[k] = accumulate ? y[k] + value : value;
+            }
+        }
+    }
+    for (int j = 4 * groups; j < n_out; j++) {
+        const int8_t *w = weight + (size_t)j * n_in;
+        for (int r = 0; r < rows; r++) {
+            const int8_t *q = x->q + (size_t)r * n_in;
+            float value = x->scale[r] * w_scale[j] * (float)dot_tail(q, w, 0, n_in) + (bias ? bias[j] : 0.0f);
+            float *y = out + (size_t)r * n_out + j;
+            *y = accumulate ? *y + value : value;
+        }
+    }
+}
+
+/* ----- the model --------------------------------------------------------------------------- */
+
+/* Causal self-attention for `steps` new positions per batch row, starting at `start`; the new
+ * keys and values are already in the cache. qkv rows are [q | k | v], head h at h*head_dim. */
+static void attend(const Model *m, int layer, const float *qkv, int batch, int steps, int start, const float *keys,
+                   const float *values, int cache_batch, int capacity, float *scores, float *out) {
+    int d = m->d_model, heads = m->n_heads, head_dim = d / heads;
+    float scale = 1.0f / sqrtf((float)head_dim);
+    for (int b = 0; b < batch; b++) {
+        for (int t = 0; t < steps; t++) {
+            int row = b * steps + t, seen = start + t + 1;
+            for (int h = 0; h < heads; h++) {
+                const float *q = qkv + (size_t)row * 3 * d + h * head_dim;
+                size_t head_offset = (((size_t)layer * cache_batch + b) * heads + h) * capacity * head_dim;
+                const float *k = keys + head_offset, *v = values + head_offset;
+                for (int p = 0; p < seen; p++) scores[p] = dot(q, k + (size_t)p * head_dim, head_dim) * scale;
+                softmax(scores, seen);
+                float *o = out + (size_t)row * d + h * head_dim;
+                memset(o, 0, sizeof(float) * head_dim);
+                for (int p = 0; p < seen; p++) {
+                    const float *vp = v + (size_t)p * head_dim;
+                    for (int i = 0; i < head_dim; i++) o[i] += scores[p] * vp[i];
+                }
+            }
+        }
+    }
+}
+
+/* Logits for `tokens` (batch, steps) placed after `start` cached positions. Keys and values of
+ * the new positions are written into `keys`/`values`, laid out (n_layers, cache_batch, n_heads,
+ * capacity, head_dim) as horror.model.KVCache. `logits` receives (batch, vocab) for the
+ * last position of each row when `last_only`, else (batch, steps, vocab). Returns 0, or an
+ * error code (nothing is written to the cache when the arguments are bad). */
+int horror_forward(const Model *m, float *keys, float *values, int32_t cache_batch, int32_t capacity,
+                   const int64_t *tokens, int32_t batch, int32_t steps, int32_t start, int32_t last_only,
+                   float *logits, int32_t threads) {
+    int d = m->d_model, d_ff = m->d_ff, heads = m->n_heads;
+    if (batch < 1 || batch > cache_batch || steps < 1 || start < 0 || start + steps > capacity
+        || capacity > m->context_length || d % heads)
+        return ERROR_BAD_ARGUMENT;
+    if (threads < 1) threads = 1;
+    for (int i = 0; i < batch * steps; i++)
+        if (tokens[i] < 0 || tokens[i] >= m->vocab_size) return ERROR_BAD_ARGUMENT;
+
+    size_t rows = (size_t)batch * steps, widest = (size_t)(d_ff > 3 * d ? d_ff : 3 * d);
+    float *x = malloc(sizeof(float) * rows * d), *normed = malloc(sizeof(float) * rows * d);
+    float *wide = malloc(sizeof(float) * rows * widest), *attended = malloc(sizeof(float) * rows * d);
+    float *scores = malloc(sizeof(float) * capacity);
+    Quantized quantized = {malloc(rows * widest), malloc(rows * widest), malloc(sizeof(float) * rows)};
+    int status = OK;
+    if (!x || !normed || !wide || !attended || !scores || !quantized.q || !quantized.magnitude || !quantized.scale) {
+        status = ERROR_OUT_OF_MEMORY;
+        goto done;
+    }
+
+    for (size_t r = 0; r < rows; r++) {
+        const float *token = m->token_embedding + (size_t)tokens[r] * d;
+        const float *position = m->position_embedding + (size_t)(start + (int)(r % steps)) * d;
+        for (int i = 0; i < d; i++) x[r * d + i] = token[i] + position[i];
+    }
+
+    int head_dim = d / heads;
+    for (int l = 0; l < m->n_layers; l++) {
+        const Layer *layer = &m->layers[l];
+        layer_norm(x, rows, d, layer->ln_attn_weight, layer->ln_attn_bias, m->layer_norm_eps, normed);
+        quantize_rows(normed, rows, d, &quantized);
+        linear(&quantized, rows, layer->qkv_weight, layer->qkv_scale, layer->qkv_bias, d, 3 * d, wide, 0, threads);
+        for (int b = 0; b < batch; b++) {
+            for (int t = 0; t < steps; t++) {
+                const float *row = wide + ((size_t)b * steps + t) * 3 * d;
+                for (int h = 0; h < heads; h++) {
+                    size_t at = ((((size_t)l * cache_batch + b) * heads + h) * capacity + start + t) * head_dim;
+                    memcpy(keys + at, row + d + h * head_dim, sizeof(float) * head_dim);
+                    memcpy(values + at, row + 2 * d + h * head_dim, sizeof(float) * head_dim);
+                }
+            }
+        }
+        attend(m, l, wide, batch, steps, start, keys, values, cache_batch, capacity, scores, attended);
+        quantize_rows(attended, rows, d, &quantized);
+        linear(&quantized, rows, layer->attn_proj_weight, layer->attn_proj_scale, layer->attn_proj_bias, d, d, x, 1, threads);
+
+        layer_norm(x, rows, d, layer->ln_mlp_weight, layer->ln_mlp_bias, m->layer_norm_eps, normed);
+        quantize_rows(normed, rows, d, &quantized);
+        linear(&quantized, rows, layer->fc_weight, layer->fc_scale, layer->fc_bias, d, d_ff, wide, 0, threads);
+        gelu(wide, rows * d_ff);
+        quantize_rows(wide, rows, d_ff, &quantized);
+        linear(&quantized, rows, layer->mlp_proj_weight, layer->mlp_proj_scale, layer->mlp_proj_bias, d_ff, d, x, 1, threads);
+    }
+
+    size_t out_rows = rows;
+    if (last_only) {  /* only the last position of each batch row needs the (large) head */
+        for (int b = 0; b < batch; b++) memmove(x + (size_t)b * d, x + ((size_t)b * steps + steps - 1) * d, sizeof(float) * d);
+        out_rows = batch;
+    }
+    layer_norm(x, out_rows, d, m->ln_final_weight, m->ln_final_bias, m->layer_norm_eps, normed);
+    quantize_rows(normed, out_rows, d, &quantized);
+    linear(&quantized, out_rows, m->head_weight, m->head_scale, NULL, d, m->vocab_size, logits, 0, threads);
+
+done:
+    free(x), free(normed), free(wide), free(attended), free(scores);
+    free(quantized.q), free(quantized.magnitude), free(quantized.scale);
+    return status;
+}
