@@ -71,6 +71,28 @@ def story_runner(model: GPT, tokenizer: StoryTokenizer, prompt_ids: list[int], b
     return run
 
 
+def forward_runner(model: GPT, prompt_ids: list[int], steps: int):
+    """One forward pass: a single token after the cached prompt (steps=1), or a whole window."""
+    context_length = model.config.context_length
+
+    def run(repeat: int) -> None:
+        with torch.inference_mode():
+            if steps == 1:
+                cache = model.new_cache(1)
+                model(torch.tensor([prompt_ids]), cache, last_only=True)
+                started = time.perf_counter()
+                model(torch.tensor([[prompt_ids[-1]]]), cache, last_only=True)
+                run.seconds.append(time.perf_counter() - started)
+            else:
+                ids = torch.tensor([(prompt_ids * context_length)[:context_length]])
+                started = time.perf_counter()
+                model(ids, last_only=True)
+                run.seconds.append(time.perf_counter() - started)
+
+    run.seconds = []
+    return run
+
+
 def logit_difference(reference: GPT, other: GPT, token_ids: list[int]) -> tuple[float, float, float]:
     """(max |diff|, std of the reference logits, share of positions with the same best token)."""
     with torch.inference_mode():
@@ -175,6 +197,17 @@ def main() -> None:
         if "int8-c" in variants:
             print(f"  batch {batch}: int8-c vs int8-pt (both cached) "
                   f"{ratio(('int8-pt', batch, True), ('int8-c', batch, True))}")
+
+    print("\none forward pass (median ms): the decode step behind each cached token, and a whole "
+          f"{model.config.context_length}-token window (a long prompt, or one no-cache step)")
+    for weights, variant in variants.items():
+        step, window = forward_runner(variant, prompt_ids, 1), forward_runner(variant, prompt_ids, 0)
+        for repeat in range(5 * repeats):  # a step is short: more samples of it
+            step(repeat)
+            if repeat < repeats:
+                window(repeat)
+        print(f"  {weights:7} 1 token after {len(prompt_ids)}: {statistics.median(step.seconds) * 1000:7.2f} ms   "
+              f"{model.config.context_length} tokens: {statistics.median(window.seconds) * 1000:7.1f} ms")
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
     if args.compare_quality:

@@ -160,15 +160,35 @@ typedef struct {
 } Quantized;
 
 static void quantize_rows(const float *x, int rows, int n, Quantized *out) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    /* _mm256_packs_* interleave 128-bit lanes; this puts the 32 bytes back in order. */
+    const __m256i unshuffle = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (int r = 0; r < rows; r++) {
         const float *row = x + (size_t)r * n;
-        float largest = 0.0f;
-        for (int i = 0; i < n; i++) largest = fmaxf(largest, fabsf(row[i]));
+        __m256 largest8 = _mm256_setzero_ps();
+        int i = 0;
+        for (; i + 8 <= n; i += 8) largest8 = _mm256_max_ps(largest8, _mm256_and_ps(_mm256_loadu_ps(row + i), abs_mask));
+        __m128 half = _mm_max_ps(_mm256_castps256_ps128(largest8), _mm256_extractf128_ps(largest8, 1));
+        half = _mm_max_ps(half, _mm_movehl_ps(half, half));
+        float largest = _mm_cvtss_f32(_mm_max_ss(half, _mm_movehdup_ps(half)));
+        for (; i < n; i++) largest = fabsf(row[i]) > largest ? fabsf(row[i]) : largest;
         float inverse = largest > 0.0f ? 127.0f / largest : 0.0f;
         out->scale[r] = largest / 127.0f;
         int8_t *q = out->q + (size_t)r * n;
         uint8_t *magnitude = out->magnitude + (size_t)r * n;
-        for (int i = 0; i < n; i++) {
+        __m256 inverse8 = _mm256_set1_ps(inverse);
+        i = 0;
+        for (; i + 32 <= n; i += 32) {  /* round half to even, as lrintf and torch.round */
+            __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(row + i), inverse8));
+            __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(row + i + 8), inverse8));
+            __m256i c = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(row + i + 16), inverse8));
+            __m256i d = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(row + i + 24), inverse8));
+            __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+            bytes = _mm256_permutevar8x32_epi32(bytes, unshuffle);
+            _mm256_storeu_si256((__m256i *)(q + i), bytes);
+            _mm256_storeu_si256((__m256i *)(magnitude + i), _mm256_abs_epi8(bytes));
+        }
+        for (; i < n; i++) {
             int value = (int)lrintf(row[i] * inverse);
             value = value > 127 ? 127 : (value < -127 ? -127 : value);
             q[i] = (int8_t)value;
@@ -189,19 +209,21 @@ static inline int32_t dot_tail(const int8_t *q, const int8_t *w, int from, int n
     return total;
 }
 
-/* out[r, j] = x_scale[r] w_scale[j] (q[r] . w[j]) + bias[j], or += that when `accumulate`
- * (the residual add). Four weight rows at a time: their 4*n_in bytes stay in L1 while every
- * input row passes, and four independent sums keep the multiply units busy. */
-static void linear(const Quantized *x, int rows, const int8_t *weight, const float *w_scale, const float *bias,
-                   int n_in, int n_out, float *out, int accumulate, int threads) {
-    int groups = n_out / 4;
-    /* Split the output rows between threads when there is enough work to pay for waking them. */
-    int parallel = threads > 1 && (long)rows * n_in * n_out >= MIN_PARALLEL_WORK;
-    #pragma omp parallel for num_threads(threads) schedule(static) if(parallel)
-    for (int g = 0; g < groups; g++) {
-        int j = 4 * g;
+/* Stores one output: x_scale[r] w_scale[j] total + bias[j], or adds it (the residual add). */
+static inline void store(float *y, float x_scale, float w_scale, int32_t total, const float *bias, int j, int accumulate) {
+    float value = x_scale * w_scale * (float)total + (bias ? bias[j] : 0.0f);
+    *y = accumulate ? *y + value : value;
+}
+
+/* Rows [r_begin, r_end) of out = x W^T for weight rows [j_begin, j_end). Four weight rows at a
+ * time: their 4*n_in bytes stay in L1 while the input rows pass, and four independent sums keep
+ * the multiply units busy. */
+static void linear_block(const Quantized *x, int r_begin, int r_end, const int8_t *weight, const float *w_scale,
+                         const float *bias, int n_in, int n_out, int j_begin, int j_end, float *out, int accumulate) {
+    int j = j_begin;
+    for (; j + 4 <= j_end; j += 4) {
         const int8_t *w0 = weight + (size_t)j * n_in, *w1 = w0 + n_in, *w2 = w1 + n_in, *w3 = w2 + n_in;
-        for (int r = 0; r < rows; r++) {
+        for (int r = r_begin; r < r_end; r++) {
             const int8_t *q = x->q + (size_t)r * n_in;
             const uint8_t *magnitude = x->magnitude + (size_t)r * n_in;
             __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
@@ -214,52 +236,109 @@ static void linear(const Quantized *x, int rows, const int8_t *weight, const flo
                 s2 = _mm256_add_epi32(s2, dot32(m, sign, w2 + i));
                 s3 = _mm256_add_epi32(s3, dot32(m, sign, w3 + i));
             }
-            int32_t totals[4] = {sum8_epi32(s0) + dot_tail(q, w0, i, n_in), sum8_epi32(s1) + dot_tail(q, w1, i, n_in),
-                                 sum8_epi32(s2) + dot_tail(q, w2, i, n_in), sum8_epi32(s3) + dot_tail(q, w3, i, n_in)};
             float *y = out + (size_t)r * n_out + j;
-            for (int k = 0; k < 4; k++) {
-                float value = x->scale[r] * w_scale[j + k] * (float)totals[k] + (bias ? bias[j + k] : 0.0f);
-                y[k] = accumulate ? y[k] + value : value;
-            }
+            store(y, x->scale[r], w_scale[j], sum8_epi32(s0) + dot_tail(q, w0, i, n_in), bias, j, accumulate);
+            store(y + 1, x->scale[r], w_scale[j + 1], sum8_epi32(s1) + dot_tail(q, w1, i, n_in), bias, j + 1, accumulate);
+            store(y + 2, x->scale[r], w_scale[j + 2], sum8_epi32(s2) + dot_tail(q, w2, i, n_in), bias, j + 2, accumulate);
+            store(y + 3, x->scale[r], w_scale[j + 3], sum8_epi32(s3) + dot_tail(q, w3, i, n_in), bias, j + 3, accumulate);
         }
     }
-    for (int j = 4 * groups; j < n_out; j++) {
+    for (; j < j_end; j++) {
         const int8_t *w = weight + (size_t)j * n_in;
-        for (int r = 0; r < rows; r++) {
-            const int8_t *q = x->q + (size_t)r * n_in;
-            float value = x->scale[r] * w_scale[j] * (float)dot_tail(q, w, 0, n_in) + (bias ? bias[j] : 0.0f);
-            float *y = out + (size_t)r * n_out + j;
-            *y = accumulate ? *y + value : value;
-        }
+        for (int r = r_begin; r < r_end; r++)
+            store(out + (size_t)r * n_out + j, x->scale[r], w_scale[j], dot_tail(x->q + (size_t)r * n_in, w, 0, n_in),
+                  bias, j, accumulate);
+    }
+}
+
+/* out[r, j] = x_scale[r] w_scale[j] (q[r] . w[j]) + bias[j], or += that when `accumulate`.
+ * Tiled so that a tile's outputs (BLOCK_IN rows x BLOCK_OUT columns) stay in L1 while it is
+ * summed: with long prompts, walking all rows per column group thrashed the cache. Threads take
+ * whole column tiles, so each output is summed by one thread. */
+#define BLOCK_OUT 16
+#define BLOCK_IN 32
+static void linear(const Quantized *x, int rows, const int8_t *weight, const float *w_scale, const float *bias,
+                   int n_in, int n_out, float *out, int accumulate, int threads) {
+    int tiles = (n_out + BLOCK_OUT - 1) / BLOCK_OUT;
+    /* Split the tiles between threads when there is enough work to pay for waking them. */
+    int parallel = threads > 1 && (long)rows * n_in * n_out >= MIN_PARALLEL_WORK;
+    #pragma omp parallel for num_threads(threads) schedule(static) if(parallel)
+    for (int tile = 0; tile < tiles; tile++) {
+        int j_begin = tile * BLOCK_OUT, j_end = j_begin + BLOCK_OUT < n_out ? j_begin + BLOCK_OUT : n_out;
+        for (int r = 0; r < rows; r += BLOCK_IN)
+            linear_block(x, r, r + BLOCK_IN < rows ? r + BLOCK_IN : rows, weight, w_scale, bias, n_in, n_out,
+                         j_begin, j_end, out, accumulate);
     }
 }
 
 /* ----- the model --------------------------------------------------------------------------- */
 
-/* Causal self-attention for `steps` new positions per batch row, starting at `start`; the new
- * keys and values are already in the cache. qkv rows are [q | k | v], head h at h*head_dim. */
-static void attend(const Model *m, int layer, const float *qkv, int batch, int steps, int start, const float *keys,
-                   const float *values, int cache_batch, int capacity, float *scores, float *out) {
-    int d = m->d_model, heads = m->n_heads, head_dim = d / heads;
-    float scale = 1.0f / sqrtf((float)head_dim);
-    for (int b = 0; b < batch; b++) {
-        for (int t = 0; t < steps; t++) {
-            int row = b * steps + t, seen = start + t + 1;
-            for (int h = 0; h < heads; h++) {
-                const float *q = qkv + (size_t)row * 3 * d + h * head_dim;
-                size_t head_offset = (((size_t)layer * cache_batch + b) * heads + h) * capacity * head_dim;
-                const float *k = keys + head_offset, *v = values + head_offset;
-                for (int p = 0; p < seen; p++) scores[p] = dot(q, k + (size_t)p * head_dim, head_dim) * scale;
-                softmax(scores, seen);
-                float *o = out + (size_t)row * d + h * head_dim;
-                memset(o, 0, sizeof(float) * head_dim);
-                for (int p = 0; p < seen; p++) {
-                    const float *vp = v + (size_t)p * head_dim;
-                    for (int i = 0; i < head_dim; i++) o[i] += scores[p] * vp[i];
-                }
+/* scores[p] = scale * (q . k[p]) for p < seen. Eight positions at a time where head_dim allows:
+ * eight sums reduce together, where one at a time spends most of its time reducing. */
+static void attention_scores(const float *q, const float *k, int seen, int head_dim, float scale, float *scores) {
+    int p = 0;
+    if (head_dim % 8 == 0) {
+        for (; p + 8 <= seen; p += 8) {
+            __m256 sums[8];
+            for (int u = 0; u < 8; u++) sums[u] = _mm256_setzero_ps();
+            for (int i = 0; i < head_dim; i += 8) {
+                __m256 qi = _mm256_loadu_ps(q + i);
+                for (int u = 0; u < 8; u++) sums[u] = _mm256_fmadd_ps(qi, _mm256_loadu_ps(k + (size_t)(p + u) * head_dim + i), sums[u]);
             }
+            __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(sums[0], sums[1]), _mm256_hadd_ps(sums[2], sums[3]));
+            __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(sums[4], sums[5]), _mm256_hadd_ps(sums[6], sums[7]));
+            __m256 total = _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+            _mm256_storeu_ps(scores + p, _mm256_mul_ps(total, _mm256_set1_ps(scale)));
         }
     }
+    for (; p < seen; p++) scores[p] = dot(q, k + (size_t)p * head_dim, head_dim) * scale;
+}
+
+/* out = sum over p < seen of weights[p] * v[p]. */
+static void weighted_sum(const float *weights, const float *v, int seen, int head_dim, float *out) {
+    int i = 0;
+    for (; i + 8 <= head_dim; i += 8) {
+        __m256 total = _mm256_setzero_ps();
+        for (int p = 0; p < seen; p++)
+            total = _mm256_fmadd_ps(_mm256_set1_ps(weights[p]), _mm256_loadu_ps(v + (size_t)p * head_dim + i), total);
+        _mm256_storeu_ps(out + i, total);
+    }
+    for (; i < head_dim; i++) {
+        float total = 0.0f;
+        for (int p = 0; p < seen; p++) total += weights[p] * v[(size_t)p * head_dim + i];
+        out[i] = total;
+    }
+}
+
+/* Causal self-attention for `steps` new positions per batch row, starting at `start`; the new
+ * keys and values are already in the cache. qkv rows are [q | k | v], head h at h*head_dim.
+ * Each (batch row, head) pair is independent, so long prompts split them between threads.
+ * Returns OK or ERROR_OUT_OF_MEMORY. */
+static int attend(const Model *m, int layer, const float *qkv, int batch, int steps, int start, const float *keys,
+                   const float *values, int cache_batch, int capacity, float *out, int threads) {
+    int d = m->d_model, heads = m->n_heads, head_dim = d / heads;
+    float scale = 1.0f / sqrtf((float)head_dim);
+    int parallel = threads > 1 && (long)steps * (start + steps) * d >= MIN_PARALLEL_WORK, status = OK;
+    #pragma omp parallel for num_threads(threads) schedule(static) if(parallel)
+    for (int pair = 0; pair < batch * heads; pair++) {
+        int b = pair / heads, h = pair % heads;
+        size_t head_offset = (((size_t)layer * cache_batch + b) * heads + h) * capacity * head_dim;
+        const float *k = keys + head_offset, *v = values + head_offset;
+        float *scores = malloc(sizeof(float) * (start + steps));
+        if (!scores) {
+            status = ERROR_OUT_OF_MEMORY;  /* every writer writes the same value */
+            continue;
+        }
+        for (int t = 0; t < steps; t++) {
+            int row = b * steps + t, seen = start + t + 1;
+            const float *q = qkv + (size_t)row * 3 * d + h * head_dim;
+            attention_scores(q, k, seen, head_dim, scale, scores);
+            softmax(scores, seen);
+            weighted_sum(scores, v, seen, head_dim, out + (size_t)row * d + h * head_dim);
+        }
+        free(scores);
+    }
+    return status;
 }
 
 /* Logits for `tokens` (batch, steps) placed after `start` cached positions. Keys and values of
@@ -281,10 +360,9 @@ int horror_forward(const Model *m, float *keys, float *values, int32_t cache_bat
     size_t rows = (size_t)batch * steps, widest = (size_t)(d_ff > 3 * d ? d_ff : 3 * d);
     float *x = malloc(sizeof(float) * rows * d), *normed = malloc(sizeof(float) * rows * d);
     float *wide = malloc(sizeof(float) * rows * widest), *attended = malloc(sizeof(float) * rows * d);
-    float *scores = malloc(sizeof(float) * capacity);
     Quantized quantized = {malloc(rows * widest), malloc(rows * widest), malloc(sizeof(float) * rows)};
     int status = OK;
-    if (!x || !normed || !wide || !attended || !scores || !quantized.q || !quantized.magnitude || !quantized.scale) {
+    if (!x || !normed || !wide || !attended || !quantized.q || !quantized.magnitude || !quantized.scale) {
         status = ERROR_OUT_OF_MEMORY;
         goto done;
     }
@@ -311,7 +389,8 @@ int horror_forward(const Model *m, float *keys, float *values, int32_t cache_bat
                 }
             }
         }
-        attend(m, l, wide, batch, steps, start, keys, values, cache_batch, capacity, scores, attended);
+        if ((status = attend(m, l, wide, batch, steps, start, keys, values, cache_batch, capacity, attended, threads)))
+            goto done;
         quantize_rows(attended, rows, d, &quantized);
         linear(&quantized, rows, layer->attn_proj_weight, layer->attn_proj_scale, layer->attn_proj_bias, d, d, x, 1, threads);
 
@@ -333,7 +412,7 @@ int horror_forward(const Model *m, float *keys, float *values, int32_t cache_bat
     linear(&quantized, out_rows, m->head_weight, m->head_scale, NULL, d, m->vocab_size, logits, 0, threads);
 
 done:
-    free(x), free(normed), free(wide), free(attended), free(scores);
+    free(x), free(normed), free(wide), free(attended);
     free(quantized.q), free(quantized.magnitude), free(quantized.scale);
     return status;
 }
