@@ -5,13 +5,14 @@ is bounded: requests beyond it are turned away at once and the app keeps serving
 
 from __future__ import annotations
 
-import concurrent.futures
 import re
 import threading
+import time
 
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError, Status
 
 import app
 from app_server import serve
@@ -62,37 +63,54 @@ def test_error_toasts_escape_the_user_text_they_quote(text):
     assert_no_live_markup(app._gradio_error(ValueError(f"bad seed {text!r}")).message, text)
 
 
+class HeldScore:
+    """Makes /score wait at a gate: `running` is set once a call is inside, `release` opens the gate."""
+
+    def __init__(self) -> None:
+        self.running = threading.Event()
+        self.release = threading.Event()
+
+
 @pytest.fixture
-def slow_score(tiny_teller, monkeypatch) -> threading.Event:
-    """/score waits until the returned event is set, so requests pile up in the queue."""
-    release = threading.Event()
+def held_score(tiny_teller, monkeypatch) -> HeldScore:
+    held = HeldScore()
     score = tiny_teller.score
 
-    def held_score(*args, **kwargs):
-        release.wait(60)
+    def gated_score(*args, **kwargs):
+        held.running.set()
+        held.release.wait(60)
         return score(*args, **kwargs)
 
-    monkeypatch.setattr(tiny_teller, "score", held_score)
-    yield release
-    release.set()
+    monkeypatch.setattr(tiny_teller, "score", gated_score)
+    yield held
+    held.release.set()
 
 
-def test_requests_beyond_the_queue_are_turned_away_and_the_app_keeps_serving(tiny_teller, monkeypatch, slow_score):
+def wait_for_status(job, code: Status, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while job.status().code != code:
+        assert time.monotonic() < deadline, f"job never reached {code}: {job.status()}"
+        time.sleep(0.02)
+
+
+def test_requests_beyond_the_queue_are_turned_away_and_the_app_keeps_serving(tiny_teller, monkeypatch, held_score):
     assert (app.CONCURRENCY, app.QUEUE_SIZE) == (2, 64)  # the defaults SECURITY.md promises
     monkeypatch.setattr(app, "CONCURRENCY", 1)
     monkeypatch.setattr(app, "QUEUE_SIZE", 1)
     with serve(tiny_teller, RateLimiter(per_minute=0)) as url:
         client = Client(url, verbose=False, download_files=False, analytics_enabled=False)
-        jobs = [client.submit(f"Knock {n}.", api_name="/score") for n in range(3)]  # 1 running + 1 waiting fit
-        concurrent.futures.wait(jobs, timeout=60, return_when=concurrent.futures.FIRST_EXCEPTION)
-        slow_score.set()
-        outcomes = []
-        for job in jobs:
-            try:
-                outcomes.append(job.result(timeout=60)["tokens"] > 0)
-            except Exception as error:  # gradio_client's QueueError
-                outcomes.append(str(error))
-        assert sorted(map(str, outcomes)) == ["Queue is full! Please try again.", "True", "True"]
+        # Step by step, so the test does not depend on how fast the server moves jobs along:
+        # one request running (held inside score), one waiting, then one too many.
+        running = client.submit("Knock 0.", api_name="/score")
+        assert held_score.running.wait(30), "the first request never started"
+        waiting = client.submit("Knock 1.", api_name="/score")
+        wait_for_status(waiting, Status.IN_QUEUE)
+        turned_away = client.submit("Knock 2.", api_name="/score")
+        with pytest.raises(QueueError, match="Queue is full! Please try again."):
+            turned_away.result(timeout=30)
+        held_score.release.set()
+        assert running.result(timeout=30)["tokens"] > 0
+        assert waiting.result(timeout=30)["tokens"] > 0
         assert client.predict("Knock again.", api_name="/score")["tokens"] > 0
 
 
