@@ -37,6 +37,21 @@ from horror.tokenizer import StoryTokenizer  # noqa: E402
 PROMPT = "I heard my mother call my name from the kitchen."
 
 
+def describe_cpu() -> str:
+    """The CPU's name, family/model and L3 size, as Linux reports them: figures from different
+    machines differ several-fold (a Zen 1 with 8 MiB L3 vs a Zen 3 with 32 MiB), so say which."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        level3 = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()
+    except OSError:
+        return "unknown CPU"
+    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')}), L3 {level3}")
+
+
 def load(args: argparse.Namespace) -> tuple[GPT, StoryTokenizer, str]:
     if args.model:
         loaded = load_model_folder(args.model)
@@ -164,6 +179,7 @@ def main() -> None:
     load_average = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"model {name}: {model.num_parameters():,} parameters; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {os.cpu_count()} CPUs, load average {load_average}")
+    print(f"CPU: {describe_cpu()}")
     print(f"{args.new_tokens} new tokens after a {len(prompt_ids)}-token prompt; median of {repeats}; "
           f"variants prepared in {prepare_seconds:.2f} s (int8-pt: PyTorch + fbgemm, int8-c: the C decoder)")
     for weights in variants:

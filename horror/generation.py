@@ -16,7 +16,7 @@ import torch
 
 from horror.config import MAX_BATCH_SIZE, GenerationConfig
 from horror.model import GPT, KVCache
-from horror.sampling import choose_next
+from horror.sampling import choose_next_and_log_probs
 from horror.tokenizer import StoryTokenizer
 
 # A sentence ends at a run of . ! ? or … (plus closing quotes/brackets) followed by whitespace.
@@ -101,6 +101,9 @@ def generate_steps(
     tokens = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=device)
     cache: KVCache | None = None
     pending = tokens  # what the model has not seen yet
+    # An engine may bring its own sampler (the C decoder does: one call instead of ~15 PyTorch
+    # ops per token); it draws the same tokens as horror.sampling's.
+    choose = getattr(model, "choose_next", choose_next_and_log_probs)
 
     for _ in range(settings.max_new_tokens):
         # Inference mode is per thread and would stay on in the caller's thread while this
@@ -114,9 +117,8 @@ def generate_steps(
                 logits = model(pending, cache, last_only=True)[:, -1, :]
             else:
                 logits = model(tokens[:, -context_length:], last_only=True)[:, -1, :]
-            logits = logits.float()
-            next_ids = choose_next(logits, tokens[:, -context_length:], settings, generator, tokenizer.eos_id)
-            log_probs = torch.log_softmax(logits, dim=-1).gather(1, next_ids[:, None]).squeeze(1)
+            next_ids, log_probs = choose(logits.float(), tokens[:, -context_length:], settings, generator,
+                                         tokenizer.eos_id)
             _update_rows(rows, next_ids.tolist(), log_probs.tolist(), tokenizer, settings)
             tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
             pending = next_ids[:, None]

@@ -1,12 +1,14 @@
-"""The C decoder (horror/csrc/decoder.c): build it, load it, and wrap it as a drop-in GPT.
+"""The C decoder (horror/csrc/): build it, load it, and wrap it as a drop-in GPT.
 
 `NativeGPT(model)` quantizes a trained GPT's Linear weights to int8 (one scale per output row)
 and runs every forward pass as one C call, so `generation.generate` uses it exactly as it uses
-a GPT: `model(token_ids, cache, last_only)`, `model.new_cache(batch)`, `model.config`.
+a GPT: `model(token_ids, cache, last_only)`, `model.new_cache(batch)`, `model.config`. It also
+brings its own sampler, `choose_next` (sampler.c): the same draws as horror.sampling's, one
+call per token instead of ~15 PyTorch ops.
 
-The C file is compiled once per machine with the system compiler (`cc`, or $CC) into a shared
+The C files are compiled once per machine with the system compiler (`cc`, or $CC) into a shared
 library cached under ~/.cache/two-sentence-horror/native (or $HORROR_NATIVE_CACHE), keyed by a
-hash of the source, compiler and flags. Where that cannot work (not x86-64 with AVX2, no
+hash of the sources, compiler and flags. Where that cannot work (not x86-64 with AVX2, no
 compiler, a failed build) `NativeUnavailable` says why, and horror.inference falls back to
 PyTorch.
 """
@@ -26,9 +28,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from horror.config import GenerationConfig
 from horror.model import GPT, KVCache
+from horror.sampling import choose_next_and_log_probs
 
-SOURCE = Path(__file__).with_name("csrc") / "decoder.c"
+SOURCE_DIR = Path(__file__).with_name("csrc")
+SOURCES = (SOURCE_DIR / "decoder.c", SOURCE_DIR / "sampler.c")
+HEADERS = (SOURCE_DIR / "vector_math.h",)
 CACHE_ENV_VAR = "HORROR_NATIVE_CACHE"
 BASE_FLAGS = ["-O3", "-std=c11", "-mavx2", "-mfma", "-fno-math-errno", "-fPIC", "-shared"]
 # With OpenMP first; a compiler without it still builds a (single-threaded) decoder.
@@ -41,6 +47,7 @@ _LAYER_FIELDS = [
     "fc_weight", "fc_scale", "fc_bias", "mlp_proj_weight", "mlp_proj_scale", "mlp_proj_bias",
 ]
 _ERRORS = {1: "bad argument (token id, batch or position out of range)", 2: "out of memory"}
+_NOTHING_TO_CHOOSE = 3  # horror_choose_next: every token of a row is banned
 
 
 class NativeUnavailable(RuntimeError):
@@ -75,13 +82,13 @@ def _check_cpu() -> None:
         raise NativeUnavailable(f"it needs AVX2, this CPU offers {capability}")
 
 
-def build(cache_dir: Path | None = None, source: Path = SOURCE) -> Path:
-    """Compile the decoder (once: later calls find the cached library) and return the library's path."""
+def build(cache_dir: Path | None = None, sources: tuple[Path, ...] = SOURCES) -> Path:
+    """Compile the C files (once: later calls find the cached library) and return the library's path."""
     _check_cpu()
     compiler = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not compiler:
         raise NativeUnavailable("no C compiler found (install gcc, or set $CC)")
-    code = source.read_bytes()
+    code = b"".join(path.read_bytes() for path in (*sources, *HEADERS))
     cache_dir = cache_dir or default_cache_dir()
     errors = []
     for flags in FLAG_CHOICES:
@@ -94,7 +101,7 @@ def build(cache_dir: Path | None = None, source: Path = SOURCE) -> Path:
             # Build beside the target and rename: processes building at once never load half a file.
             handle, partial = tempfile.mkstemp(suffix=".so", dir=cache_dir)
             os.close(handle)
-            result = subprocess.run([compiler, *flags, "-o", partial, str(source), "-lm"],
+            result = subprocess.run([compiler, *flags, "-o", partial, *map(str, sources), "-lm"],
                                     capture_output=True, text=True, timeout=120)
             if result.returncode == 0:
                 os.replace(partial, library)
@@ -103,7 +110,8 @@ def build(cache_dir: Path | None = None, source: Path = SOURCE) -> Path:
             errors.append(result.stderr.strip()[-1000:])
         except (OSError, subprocess.SubprocessError) as error:
             raise NativeUnavailable(f"cannot build it with {compiler}: {error}") from error
-    raise NativeUnavailable(f"compiling {source.name} with {compiler} failed: {errors[-1]}")
+    names = " ".join(path.name for path in sources)
+    raise NativeUnavailable(f"compiling {names} with {compiler} failed: {errors[-1]}")
 
 
 _library_lock = threading.Lock()
@@ -120,6 +128,12 @@ def load_library() -> ctypes.CDLL:
             library.horror_forward.argtypes = [
                 ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p,
                 ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32,
+            ]
+            library.horror_choose_next.restype = ctypes.c_int
+            library.horror_choose_next.argtypes = [
+                ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_float,
+                ctypes.c_int32, ctypes.c_float, ctypes.c_int32, ctypes.c_float, ctypes.c_float, ctypes.c_void_p,
+                ctypes.c_void_p, ctypes.c_void_p,
             ]
             _library = library
         return _library
@@ -230,5 +244,43 @@ class NativeGPT(nn.Module):
         cache.length += steps
         return logits
 
+    def choose_next(
+        self,
+        logits: torch.Tensor,
+        context: torch.Tensor,
+        settings: GenerationConfig,
+        generator: torch.Generator | None,
+        eos_id: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """sampling.choose_next_and_log_probs in one C call: the next token id per row (B,) and
+        its log-probability under `logits` (B, V). Settings sampler.c does not cover (no top-k,
+        an n-gram block), or a row with every token banned, go to the PyTorch sampler."""
+        batch, vocab = logits.shape
+        sampling = settings.temperature > 0
+        if settings.no_repeat_ngram_size > 0 or (sampling and not 0 < settings.top_k < vocab):
+            return choose_next_and_log_probs(logits, context, settings, generator, eos_id)
+        logits = logits.detach().to("cpu", torch.float32).contiguous()
+        context = context.detach().to("cpu", torch.int64).contiguous()
+        noise = None
+        if sampling:  # drawn as sample_next draws it, so a seed gives the same tokens
+            random_source = generator if generator is not None else torch.default_generator
+            state_before = random_source.get_state()  # ~3 us: for the hand-over below
+            noise = torch.empty((batch, settings.top_k), dtype=torch.float32).exponential_(generator=generator)
+        chosen = torch.empty(batch, dtype=torch.int64)
+        log_probs = torch.empty(batch, dtype=torch.float32)
+        banned = eos_id if eos_id is not None and not settings.allow_eos else -1
+        status = self._library.horror_choose_next(
+            logits.data_ptr(), batch, vocab, context.data_ptr(), context.shape[1], settings.repetition_penalty,
+            banned, settings.temperature, settings.top_k, settings.top_p, settings.min_p,
+            noise.data_ptr() if noise is not None else None, chosen.data_ptr(), log_probs.data_ptr(),
+        )
+        if status == _NOTHING_TO_CHOOSE:  # PyTorch's rule decides, from the same random state
+            if sampling:
+                random_source.set_state(state_before)
+            return choose_next_and_log_probs(logits, context, settings, generator, eos_id)
+        if status:
+            raise ValueError(f"C sampler: {_ERRORS.get(status, f'error {status}')}")
+        return chosen, log_probs
+
     def extra_repr(self) -> str:
-        return f"C decoder ({SOURCE.name}), int8 Linear weights, {self.config.n_layers} layers"
+        return f"C decoder ({SOURCES[0].name}), int8 Linear weights, {self.config.n_layers} layers"

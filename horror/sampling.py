@@ -127,6 +127,21 @@ def choose_next(
     return sample_next(_temperature_and_truncation(penalised, settings), settings.temperature, generator)
 
 
+def choose_next_and_log_probs(
+    logits: torch.Tensor,
+    context: torch.Tensor,
+    settings: GenerationConfig,
+    generator: torch.Generator | None,
+    eos_id: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The next token id per row (B,), as `choose_next`, and its log-probability under the raw
+    `logits` (what a story's confidence is made of). The C decoder has a one-call version of
+    this (horror.native.NativeGPT.choose_next) that draws the same tokens."""
+    next_ids = choose_next(logits, context, settings, generator, eos_id)
+    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, next_ids[:, None]).squeeze(1)
+    return next_ids, log_probs
+
+
 def _truncate_sorted(values: torch.Tensor, settings: GenerationConfig) -> torch.Tensor:
     """Temperature, top-p and min-p over the top-k candidates only (sorting 17K logits per token
     costs more than the rest of sampling); `values` are sorted best first, so top-p needs no sort."""

@@ -229,7 +229,7 @@ def test_a_compile_error_is_reported_with_the_compiler_message(tmp_path, monkeyp
     broken = tmp_path / "broken.c"
     broken.write_text("int horror_forward( {\n")
     with pytest.raises(NativeUnavailable, match="compiling broken.c .* failed: .*error"):
-        native.build(tmp_path / "cache", source=broken)
+        native.build(tmp_path / "cache", sources=(broken,))
     assert not list((tmp_path / "cache").glob("*.so"))  # nothing half-built left to load
 
 
