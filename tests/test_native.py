@@ -26,6 +26,7 @@ SHAPES = {
     "tiny-tied-no-bias": dict(vocab_size=400, tie_embeddings=True, bias=False),
     "odd": dict(vocab_size=401, d_model=40, n_heads=4, d_ff=72),
     "threaded": dict(vocab_size=1000, d_model=128, n_heads=4, d_ff=512),  # big enough to split
+    "long-window": dict(vocab_size=1000, d_model=128, n_heads=4, d_ff=512, context_length=128),
 }
 
 
@@ -142,6 +143,22 @@ def test_the_thread_count_does_not_change_any_bit():
     one = logits(decoder, tokens, threads=1)
     assert torch.equal(one, logits(decoder, tokens, threads=2))
     assert torch.equal(one, logits(decoder, tokens, threads=3))  # more threads than rows per split is fine
+
+
+@requires_c_decoder
+def test_decoding_far_into_the_window_splits_attention_without_changing_any_bit():
+    # At d_model 128, attention for one new token is split between threads from position 64 on.
+    decoder = NativeGPT(make_model("long-window"))
+    tokens = random_tokens(1000, (1, 100), seed=4)
+    steps = {}
+    for threads in (1, 2):
+        cache = decoder.new_cache(1)
+        with torch.inference_mode():
+            pieces = [decoder(tokens[:, :60], cache, threads=threads)]
+            pieces += [decoder(tokens[:, i:i + 1], cache, threads=threads) for i in range(60, 100)]
+        steps[threads] = torch.cat(pieces, dim=1)
+    assert torch.equal(steps[1], steps[2])
+    assert torch.equal(steps[2], logits(decoder, tokens))
 
 
 @requires_c_decoder

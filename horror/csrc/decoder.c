@@ -55,6 +55,9 @@ typedef struct {
 enum { OK = 0, ERROR_BAD_ARGUMENT = 1, ERROR_OUT_OF_MEMORY = 2 };
 /* Multiply-adds below which a product runs on one thread (a fork/join costs a few microseconds). */
 #define MIN_PARALLEL_WORK (1L << 16)
+/* The same for attention (positions x d_model), whose steps cost more each: split from ~32
+ * positions on at d_model 256, which a decoding step with a long prompt or chain reaches. */
+#define MIN_PARALLEL_ATTENTION (1L << 13)
 
 /* ----- vector maths ------------------------------------------------------------------------ */
 
@@ -274,16 +277,32 @@ static void attention_scores(const float *q, const float *k, int seen, int head_
     for (; p < seen; p++) scores[p] = dot(q, k + (size_t)p * head_dim, head_dim) * scale;
 }
 
-/* out = sum over p < seen of weights[p] * v[p]. */
+/* out = sum over p < seen of weights[p] * v[p]. For head sizes up to 64 (multiples of 8), the
+ * whole head is held in registers and two positions are summed at once, in separate sums: one
+ * running sum per 8 floats waited on each multiply-add's latency at every position. */
+#define MAX_REGISTER_HEAD 64
 static void weighted_sum(const float *weights, const float *v, int seen, int head_dim, float *out) {
-    int i = 0;
-    for (; i + 8 <= head_dim; i += 8) {
-        __m256 total = _mm256_setzero_ps();
-        for (int p = 0; p < seen; p++)
-            total = _mm256_fmadd_ps(_mm256_set1_ps(weights[p]), _mm256_loadu_ps(v + (size_t)p * head_dim + i), total);
-        _mm256_storeu_ps(out + i, total);
+    if (head_dim % 8 == 0 && head_dim <= MAX_REGISTER_HEAD) {
+        int vectors = head_dim / 8, p = 0;
+        __m256 even[MAX_REGISTER_HEAD / 8], odd[MAX_REGISTER_HEAD / 8];
+        for (int c = 0; c < vectors; c++) even[c] = odd[c] = _mm256_setzero_ps();
+        for (; p + 2 <= seen; p += 2) {
+            __m256 w0 = _mm256_set1_ps(weights[p]), w1 = _mm256_set1_ps(weights[p + 1]);
+            const float *v0 = v + (size_t)p * head_dim, *v1 = v0 + head_dim;
+            for (int c = 0; c < vectors; c++) {
+                even[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(v0 + 8 * c), even[c]);
+                odd[c] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(v1 + 8 * c), odd[c]);
+            }
+        }
+        if (p < seen) {
+            __m256 w0 = _mm256_set1_ps(weights[p]);
+            for (int c = 0; c < vectors; c++)
+                even[c] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(v + (size_t)p * head_dim + 8 * c), even[c]);
+        }
+        for (int c = 0; c < vectors; c++) _mm256_storeu_ps(out + 8 * c, _mm256_add_ps(even[c], odd[c]));
+        return;
     }
-    for (; i < head_dim; i++) {
+    for (int i = 0; i < head_dim; i++) {
         float total = 0.0f;
         for (int p = 0; p < seen; p++) total += weights[p] * v[(size_t)p * head_dim + i];
         out[i] = total;
@@ -298,7 +317,7 @@ static int attend(const Model *m, int layer, const float *qkv, int batch, int st
                    const float *values, int cache_batch, int capacity, float *out, int threads) {
     int d = m->d_model, heads = m->n_heads, head_dim = d / heads;
     float scale = 1.0f / sqrtf((float)head_dim);
-    int parallel = threads > 1 && (long)steps * (start + steps) * d >= MIN_PARALLEL_WORK, status = OK;
+    int parallel = threads > 1 && (long)steps * (start + steps) * d >= MIN_PARALLEL_ATTENTION, status = OK;
     #pragma omp parallel for num_threads(threads) schedule(static) if(parallel)
     for (int pair = 0; pair < batch * heads; pair++) {
         int b = pair / heads, h = pair % heads;
