@@ -1,6 +1,7 @@
 """Time 55-token stories through the shared `generate` path: KV cache vs the recompute-everything
-baseline; plain fp32 vs int8 in PyTorch (fbgemm) vs int8 in the C decoder (what StoryTeller
-serves on CPU); batch 1 and batch 8; in one process.
+baseline; plain fp32 vs int8 in PyTorch (fbgemm) vs int8 in the C decoder with its C sampler
+(what StoryTeller serves on CPU), and the C decoder with PyTorch's sampler (cached only: what the
+C sampler saves); batch 1 and batch 8; in one process.
 
 Variants are interleaved repeat by repeat, so a neighbour's load slows them all alike; compare the
 ratios of one run. CPU time (all threads of this process) is printed beside wall time because it
@@ -32,9 +33,13 @@ from horror.inference import is_quantized, prepare_for_inference  # noqa: E402
 from horror.model import GPT  # noqa: E402
 from horror.model_folder import load_model_folder  # noqa: E402
 from horror.native import NativeGPT  # noqa: E402
+from horror.sampling import choose_next_and_log_probs  # noqa: E402
 from horror.tokenizer import StoryTokenizer  # noqa: E402
 
 PROMPT = "I heard my mother call my name from the kitchen."
+
+
+SAMPLER_ONLY = ("int8-c/pt-sampler",)  # variants that differ only in sampling: timed with the cache only
 
 
 def describe_cpu() -> str:
@@ -173,6 +178,9 @@ def main() -> None:
     if not isinstance(variants["int8-c"], NativeGPT):
         print("note: the C decoder is unavailable here (see the log line above); timing PyTorch only")
         del variants["int8-c"]
+    else:  # the C decoder with PyTorch's sampler instead of its own: what the C sampler saves
+        variants["int8-c/pt-sampler"] = prepare_for_inference(model, quantize=True, native=True)
+        variants["int8-c/pt-sampler"].choose_next = choose_next_and_log_probs
     if not is_quantized(variants["int8-pt"]):
         print("note: int8 kernels unavailable in this torch build; 'int8-pt' below is fp32")
     prompt_ids = [tokenizer.bos_id, *tokenizer.encode(PROMPT)]
@@ -183,7 +191,7 @@ def main() -> None:
     print(f"{args.new_tokens} new tokens after a {len(prompt_ids)}-token prompt; median of {repeats}; "
           f"variants prepared in {prepare_seconds:.2f} s (int8-pt: PyTorch + fbgemm, int8-c: the C decoder)")
     for weights in variants:
-        if weights != "fp32":
+        if weights not in ("fp32", *SAMPLER_ONLY):
             diff, spread, same_best = logit_difference(variants["fp32"], variants[weights], prompt_ids)
             print(f"{weights} vs fp32 logits on the prompt: max |diff| {diff:.4f} (logit std {spread:.3f}), "
                   f"same best token at {same_best:.0%} of positions")
@@ -192,11 +200,12 @@ def main() -> None:
         (weights, batch, use_cache): story_runner(variants[weights], tokenizer, prompt_ids, batch, use_cache,
                                                   args.new_tokens)
         for batch in batches for weights in variants for use_cache in (True, False)
+        if use_cache or weights not in SAMPLER_ONLY
     }
     results = time_variants(runs, repeats)
-    print(f"\n{'weights':7} {'batch':>5} {'cache':>5} {'ms/story':>9} {'ms/step':>8} {'tokens/s':>9} {'cpu ms/story':>13}")
+    print(f"\n{'weights':17} {'batch':>5} {'cache':>5} {'ms/story':>9} {'ms/step':>8} {'tokens/s':>9} {'cpu ms/story':>13}")
     for (weights, batch, use_cache), (wall, cpu) in results.items():
-        print(f"{weights:7} {batch:>5} {'yes' if use_cache else 'no':>5} {wall / batch * 1000:>9.1f} "
+        print(f"{weights:17} {batch:>5} {'yes' if use_cache else 'no':>5} {wall / batch * 1000:>9.1f} "
               f"{wall / args.new_tokens * 1000:>8.2f} {batch * args.new_tokens / wall:>9.0f} {cpu / batch * 1000:>13.1f}")
 
     print("\nspeed-ups (wall time, same run):")
@@ -205,18 +214,22 @@ def main() -> None:
             return f"{results[slow][0] / results[fast][0]:.2f}x"
         baseline, fp32_cached = ("fp32", batch, False), ("fp32", batch, True)
         print(f"  batch {batch}: cache vs no cache: "
-              + ", ".join(f"{w} {ratio((w, batch, False), (w, batch, True))}" for w in variants))
+              + ", ".join(f"{w} {ratio((w, batch, False), (w, batch, True))}" for w in variants if w not in SAMPLER_ONLY))
         for weights in variants:
-            if weights != "fp32":
+            if weights not in ("fp32", *SAMPLER_ONLY):
                 print(f"  batch {batch}: {weights}+cache vs fp32 no cache {ratio(baseline, (weights, batch, True))}, "
                       f"vs fp32+cache {ratio(fp32_cached, (weights, batch, True))}")
         if "int8-c" in variants:
             print(f"  batch {batch}: int8-c vs int8-pt (both cached) "
                   f"{ratio(('int8-pt', batch, True), ('int8-c', batch, True))}")
+            print(f"  batch {batch}: int8-c with its C sampler vs with PyTorch's (both cached) "
+                  f"{ratio(('int8-c/pt-sampler', batch, True), ('int8-c', batch, True))}")
 
     print("\none forward pass (median ms): the decode step behind each cached token, and a whole "
           f"{model.config.context_length}-token window (a long prompt, or one no-cache step)")
     for weights, variant in variants.items():
+        if weights in SAMPLER_ONLY:  # the same forward pass as int8-c
+            continue
         step, window = forward_runner(variant, prompt_ids, 1), forward_runner(variant, prompt_ids, 0)
         for repeat in range(5 * repeats):  # a step is short: more samples of it
             step(repeat)
@@ -228,7 +241,8 @@ def main() -> None:
 
     if args.compare_quality:
         print()
-        compare_quality(variants, tokenizer, args.compare_quality, args.quality_stories)
+        models = {name: variant for name, variant in variants.items() if name not in SAMPLER_ONLY}
+        compare_quality(models, tokenizer, args.compare_quality, args.quality_stories)
 
 
 if __name__ == "__main__":
