@@ -104,7 +104,7 @@ def quantize_int8(model: GPT) -> GPT:
 def describe_engine(model: nn.Module) -> str:
     """How a prepared model runs, for `horror info` and the app's About tab."""
     if isinstance(model, NativeGPT):
-        return "int8 weights, C decoder"
+        return "int8 weights, C decoder and sampler"
     if is_quantized(model):
         return "int8 weights, PyTorch (fbgemm)"
     return f"{next(model.parameters()).dtype} weights, PyTorch".replace("torch.", "")

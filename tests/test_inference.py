@@ -102,7 +102,7 @@ def test_storyteller_samples_from_the_c_decoder_and_scores_with_fp32(tiny_model_
     monkeypatch.delenv(inference.NATIVE_ENV_VAR, raising=False)
     teller = StoryTeller.load(tiny_model_dir, fallback=False)
     assert isinstance(teller.sampling_model, NativeGPT) and is_quantized(teller.sampling_model)
-    assert teller.info()["inference"] == "int8 weights, C decoder"
+    assert teller.info()["inference"] == "int8 weights, C decoder and sampler"
     assert not is_quantized(teller.model)  # exact likelihoods, and what would be saved
     assert teller.tell("The door", seed=1, max_new_tokens=8).new_tokens > 0
 
