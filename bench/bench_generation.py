@@ -39,7 +39,7 @@ from horror.tokenizer import StoryTokenizer  # noqa: E402
 PROMPT = "I heard my mother call my name from the kitchen."
 
 
-SAMPLER_ONLY = ("int8-c/pt-sampler",)  # variants that differ only in sampling: timed with the cache only
+PT_SAMPLER = "int8-c/pt-sampler"  # the C decoder with PyTorch's sampler: timed with the cache only
 
 
 def describe_cpu() -> str:
@@ -178,9 +178,6 @@ def main() -> None:
     if not isinstance(variants["int8-c"], NativeGPT):
         print("note: the C decoder is unavailable here (see the log line above); timing PyTorch only")
         del variants["int8-c"]
-    else:  # the C decoder with PyTorch's sampler instead of its own: what the C sampler saves
-        variants["int8-c/pt-sampler"] = prepare_for_inference(model, quantize=True, native=True)
-        variants["int8-c/pt-sampler"].choose_next = choose_next_and_log_probs
     if not is_quantized(variants["int8-pt"]):
         print("note: int8 kernels unavailable in this torch build; 'int8-pt' below is fp32")
     prompt_ids = [tokenizer.bos_id, *tokenizer.encode(PROMPT)]
@@ -191,17 +188,24 @@ def main() -> None:
     print(f"{args.new_tokens} new tokens after a {len(prompt_ids)}-token prompt; median of {repeats}; "
           f"variants prepared in {prepare_seconds:.2f} s (int8-pt: PyTorch + fbgemm, int8-c: the C decoder)")
     for weights in variants:
-        if weights not in ("fp32", *SAMPLER_ONLY):
+        if weights != "fp32":
             diff, spread, same_best = logit_difference(variants["fp32"], variants[weights], prompt_ids)
             print(f"{weights} vs fp32 logits on the prompt: max |diff| {diff:.4f} (logit std {spread:.3f}), "
                   f"same best token at {same_best:.0%} of positions")
 
-    runs = {
-        (weights, batch, use_cache): story_runner(variants[weights], tokenizer, prompt_ids, batch, use_cache,
-                                                  args.new_tokens)
-        for batch in batches for weights in variants for use_cache in (True, False)
-        if use_cache or weights not in SAMPLER_ONLY
-    }
+    with_pt_sampler = None
+    if "int8-c" in variants:  # what the C sampler saves: the same decoder with PyTorch's sampler
+        with_pt_sampler = prepare_for_inference(model, quantize=True, native=True)
+        with_pt_sampler.choose_next = choose_next_and_log_probs
+    runs = {}
+    for batch in batches:
+        for weights in variants:
+            for use_cache in (True, False):
+                runs[weights, batch, use_cache] = story_runner(variants[weights], tokenizer, prompt_ids, batch,
+                                                               use_cache, args.new_tokens)
+        if with_pt_sampler is not None:
+            runs[PT_SAMPLER, batch, True] = story_runner(with_pt_sampler, tokenizer, prompt_ids, batch, True,
+                                                         args.new_tokens)
     results = time_variants(runs, repeats)
     print(f"\n{'weights':17} {'batch':>5} {'cache':>5} {'ms/story':>9} {'ms/step':>8} {'tokens/s':>9} {'cpu ms/story':>13}")
     for (weights, batch, use_cache), (wall, cpu) in results.items():
@@ -214,22 +218,20 @@ def main() -> None:
             return f"{results[slow][0] / results[fast][0]:.2f}x"
         baseline, fp32_cached = ("fp32", batch, False), ("fp32", batch, True)
         print(f"  batch {batch}: cache vs no cache: "
-              + ", ".join(f"{w} {ratio((w, batch, False), (w, batch, True))}" for w in variants if w not in SAMPLER_ONLY))
+              + ", ".join(f"{w} {ratio((w, batch, False), (w, batch, True))}" for w in variants))
         for weights in variants:
-            if weights not in ("fp32", *SAMPLER_ONLY):
+            if weights != "fp32":
                 print(f"  batch {batch}: {weights}+cache vs fp32 no cache {ratio(baseline, (weights, batch, True))}, "
                       f"vs fp32+cache {ratio(fp32_cached, (weights, batch, True))}")
         if "int8-c" in variants:
             print(f"  batch {batch}: int8-c vs int8-pt (both cached) "
                   f"{ratio(('int8-pt', batch, True), ('int8-c', batch, True))}")
             print(f"  batch {batch}: int8-c with its C sampler vs with PyTorch's (both cached) "
-                  f"{ratio(('int8-c/pt-sampler', batch, True), ('int8-c', batch, True))}")
+                  f"{ratio((PT_SAMPLER, batch, True), ('int8-c', batch, True))}")
 
     print("\none forward pass (median ms): the decode step behind each cached token, and a whole "
           f"{model.config.context_length}-token window (a long prompt, or one no-cache step)")
     for weights, variant in variants.items():
-        if weights in SAMPLER_ONLY:  # the same forward pass as int8-c
-            continue
         step, window = forward_runner(variant, prompt_ids, 1), forward_runner(variant, prompt_ids, 0)
         for repeat in range(5 * repeats):  # a step is short: more samples of it
             step(repeat)
@@ -241,8 +243,7 @@ def main() -> None:
 
     if args.compare_quality:
         print()
-        models = {name: variant for name, variant in variants.items() if name not in SAMPLER_ONLY}
-        compare_quality(models, tokenizer, args.compare_quality, args.quality_stories)
+        compare_quality(variants, tokenizer, args.compare_quality, args.quality_stories)
 
 
 if __name__ == "__main__":

@@ -106,8 +106,7 @@ static void gelu(float *x, size_t n) {
 
 /* x <- softmax(x) over n floats. */
 static void softmax(float *x, int n) {
-    float best = x[0];
-    for (int i = 1; i < n; i++) best = x[i] > best ? x[i] : best;
+    float best = max_of(x, n);
     __m256 total8 = _mm256_setzero_ps();
     int i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -151,9 +150,7 @@ static void quantize_rows(const float *x, int rows, int n, Quantized *out) {
         __m256 largest8 = _mm256_setzero_ps();
         int i = 0;
         for (; i + 8 <= n; i += 8) largest8 = _mm256_max_ps(largest8, _mm256_and_ps(_mm256_loadu_ps(row + i), abs_mask));
-        __m128 half = _mm_max_ps(_mm256_castps256_ps128(largest8), _mm256_extractf128_ps(largest8, 1));
-        half = _mm_max_ps(half, _mm_movehl_ps(half, half));
-        float largest = _mm_cvtss_f32(_mm_max_ss(half, _mm_movehdup_ps(half)));
+        float largest = max8(largest8);
         for (; i < n; i++) largest = fabsf(row[i]) > largest ? fabsf(row[i]) : largest;
         float inverse = largest > 0.0f ? 127.0f / largest : 0.0f;
         out->scale[r] = largest / 127.0f;
@@ -279,7 +276,8 @@ static void attention_scores(const float *q, const float *k, int seen, int head_
 
 /* out = sum over p < seen of weights[p] * v[p]. For head sizes up to 64 (multiples of 8), the
  * whole head is held in registers and two positions are summed at once, in separate sums: one
- * running sum per 8 floats waited on each multiply-add's latency at every position. */
+ * running sum per 8 floats waited on each multiply-add's latency at every position. Other head
+ * sizes go 8 floats at a time, one position at a time. */
 #define MAX_REGISTER_HEAD 64
 static void weighted_sum(const float *weights, const float *v, int seen, int head_dim, float *out) {
     if (head_dim % 8 == 0 && head_dim <= MAX_REGISTER_HEAD) {
@@ -302,7 +300,14 @@ static void weighted_sum(const float *weights, const float *v, int seen, int hea
         for (int c = 0; c < vectors; c++) _mm256_storeu_ps(out + 8 * c, _mm256_add_ps(even[c], odd[c]));
         return;
     }
-    for (int i = 0; i < head_dim; i++) {
+    int i = 0;
+    for (; i + 8 <= head_dim; i += 8) {
+        __m256 total = _mm256_setzero_ps();
+        for (int p = 0; p < seen; p++)
+            total = _mm256_fmadd_ps(_mm256_set1_ps(weights[p]), _mm256_loadu_ps(v + (size_t)p * head_dim + i), total);
+        _mm256_storeu_ps(out + i, total);
+    }
+    for (; i < head_dim; i++) {
         float total = 0.0f;
         for (int p = 0; p < seen; p++) total += weights[p] * v[(size_t)p * head_dim + i];
         out[i] = total;

@@ -79,8 +79,7 @@ static void best_k(const float *values, int n, int k, Candidate *best) {
 
 /* log(sum(exp(x))) over n floats. */
 static float log_sum_exp(const float *x, int n) {
-    float largest = x[0];
-    for (int i = 1; i < n; i++) largest = x[i] > largest ? x[i] : largest;
+    float largest = max_of(x, n);
     __m256 total8 = _mm256_setzero_ps(), largest8 = _mm256_set1_ps(largest);
     int i = 0;
     for (; i + 8 <= n; i += 8) total8 = _mm256_add_ps(total8, exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), largest8)));
