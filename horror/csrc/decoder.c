@@ -1,9 +1,9 @@
 /* The GPT forward pass in C for x86-64 CPUs with AVX2: int8 weights, one call per model step.
  *
  * Why this exists: in PyTorch, decoding one token of seed-15m is ~20 small ops per layer, each
- * a few microseconds of dispatch, around 33 matrix-vector products whose int8 weights (10.7 MB)
- * fit in L3; the dispatch cost more than the maths. Here the whole step is one call with no
- * per-op overhead (0.4 ms instead of 3.2 ms per token: README, Figures). horror/native.py
+ * a few microseconds of dispatch, around 33 matrix-vector products over 10.7 MB of int8
+ * weights; the dispatch cost more than the maths. Here the whole step is one call with no
+ * per-op overhead (3-4x faster per token than PyTorch's int8: README, Figures). horror/native.py
  * builds this file with the system C compiler, loads it with ctypes, and the tests check it
  * against the PyTorch model with the same rounding (tests/test_native.py).
  *
