@@ -1,18 +1,28 @@
-"""Corpora for training, through Hugging Face `datasets`: read local files or Hub datasets,
-split deterministically by hash, tokenise once (cached on disk), filter by length and pack.
+"""Corpora for training, through Hugging Face `datasets`: read local files, globs or Hub datasets,
+split deterministically by hash, chunk long documents, tokenise once into a memory-mapped cache
+of flat token arrays, filter by length and pack.
 
 A story is one string with its whitespace collapsed. Sources come in three shapes:
   stories  TinyStories' convention: lines of text, a line `<|endoftext|>` after each story
+           (our pretraining prose too: a chapter or a book per document, paragraphs on lines)
   lines    one story per line (our horror corpus; also running text, one paragraph per line)
   jsonl    one JSON object per line with a `text` field
+A source with `chunk_words` cuts each document into pieces of at most that many words, at
+paragraph ends where it can, else at sentence ends: a book chapter becomes many training pieces
+instead of being dropped, and each piece starts with <BOS> like a story.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
+import itertools
 import json
 import lzma
+import os
 import random
+import re
+import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +34,10 @@ from horror.tokenizer import StoryTokenizer
 from train.run_config import Source
 
 STORY_SEPARATOR = "<|endoftext|>"
+# A piece of a `chain` source carries this character first; tokenising turns it into the
+# tokenizer's <CHAIN> start token (instead of <BOS>). Prompts never hold it: text cleaning drops
+# control characters.
+CHAIN_MARK = "\x1e"
 LOCAL_SUFFIXES = (".txt", ".txt.xz", ".jsonl", ".jsonl.xz")
 # TinyStories V1 holds UTF-8 that was decoded as cp1252 somewhere; these are the sequences in
 # it. Order matters: the bare "â€" (a closing quote whose last byte was lost) goes last.
@@ -40,8 +54,14 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
+def _paragraphs(rows: list[str]) -> str:
+    """A document's non-empty rows, each normalised, one paragraph per line (chunking cuts there)."""
+    return "\n".join(_normalise(row) for row in rows if row.strip())
+
+
 def group_stories(rows: Iterable[str], fmt: str) -> Iterator[str]:
-    """Stories from rows of text: `<|endoftext|>` rows end a story ("stories"), or each row is one."""
+    """Stories from rows of text: `<|endoftext|>` rows end a story ("stories"), or each row is one.
+    Paragraphs stay on their own lines; `_normalise` joins them when the story is used."""
     if fmt == "lines":
         yield from (story for story in map(_normalise, rows) if story)
         return
@@ -49,12 +69,43 @@ def group_stories(rows: Iterable[str], fmt: str) -> Iterator[str]:
     for row in rows:
         if row.strip() == STORY_SEPARATOR:
             if current:
-                yield _normalise(" ".join(current))
+                yield _paragraphs(current)
             current = []
         elif row.strip():
             current.append(row)
     if current:
-        yield _normalise(" ".join(current))
+        yield _paragraphs(current)
+
+
+# A sentence ends at . ! or ? (possibly closed by a quote or bracket) followed by a space.
+SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"'”’)\]])\s+")
+
+
+def chunk_document(document: str, max_words: int) -> list[str]:
+    """Cut a document (paragraphs on lines) into pieces of at most `max_words` words, each
+    normalised to one line: whole paragraphs while they fit, then whole sentences, and only a
+    sentence longer than `max_words` is cut between words. Every word lands in exactly one piece."""
+    if max_words < 1:
+        raise ValueError(f"chunk_words must be at least 1, got {max_words}")
+    units: list[list[str]] = []  # paragraphs, or the sentences of a paragraph too long to keep whole
+    for paragraph in document.split("\n"):
+        words = paragraph.split()
+        if len(words) <= max_words:
+            units.append(words)
+            continue
+        for sentence in SENTENCE_BREAK.split(paragraph):
+            words = sentence.split()
+            units += [words[i:i + max_words] for i in range(0, len(words), max_words)]
+    pieces: list[list[str]] = []
+    current: list[str] = []
+    for words in units:
+        if current and len(current) + len(words) > max_words:
+            pieces.append(current)
+            current = []
+        current = current + words
+    if current:
+        pieces.append(current)
+    return [" ".join(words) for words in pieces if words]
 
 
 def _open_lines(path: Path) -> Iterator[str]:
@@ -86,13 +137,21 @@ def _local_stories(path: Path, fmt: str) -> Iterator[str]:
                         raise TypeError(type(text).__name__)
                 except (json.JSONDecodeError, KeyError, TypeError) as error:
                     raise ValueError(f"{path}:{number}: expected a JSON object with a 'text' string") from error
-                if _normalise(text):
-                    yield _normalise(text)
+                if text.strip():
+                    yield _paragraphs(text.splitlines())
     else:
         yield from group_stories(_open_lines(path), fmt)
 
 
+GLOB_CHARS = ("*", "?", "[")
+
+
 def _local_files(path: Path) -> list[Path]:
+    if any(char in str(path) for char in GLOB_CHARS):
+        files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
+        if not files:
+            raise FileNotFoundError(f"data source pattern {path} matches no files")
+        return files
     if path.is_file():
         return [path]
     files = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(LOCAL_SUFFIXES))
@@ -107,9 +166,10 @@ def _looks_like_hub_id(text: str) -> bool:
 
 
 def load_source(source: Source) -> Dataset:
-    """One source as a `datasets.Dataset` with a `text` column, one story per row."""
+    """One source as a `datasets.Dataset` with a `text` column, one story (or document) per row.
+    Documents of a source that will be chunked keep their paragraphs on separate lines."""
     path = Path(source.path).expanduser()
-    if path.exists():
+    if path.exists() or any(char in source.path for char in GLOB_CHARS):
         stories = [s for file in _local_files(path) for s in _local_stories(file, source.format)]
         dataset = Dataset.from_dict({"text": stories})
     elif _looks_like_hub_id(source.path):
@@ -120,6 +180,8 @@ def load_source(source: Source) -> Dataset:
         dataset = dataset.select(range(min(source.max_stories, len(dataset))))
     if source.fix_mojibake:
         dataset = dataset.map(lambda row: {"text": fix_mojibake(row["text"])}, keep_in_memory=True)
+    if not source.chunk_words:
+        dataset = dataset.map(lambda row: {"text": _normalise(row["text"])}, keep_in_memory=True)
     if len(dataset) == 0:
         raise ValueError(f"data source {source.path} holds no stories")
     return dataset
@@ -145,6 +207,11 @@ def _hub_stories(source: Source) -> Dataset:
     return Dataset.from_dict({"text": list(stories)})
 
 
+def plain_text(story: str) -> str:
+    """A training piece without its chain mark: what a tokenizer should learn from."""
+    return story.removeprefix(CHAIN_MARK)
+
+
 def is_validation(story: str, fraction: float) -> bool:
     """Deterministic split: the same story always lands on the same side, whatever the order."""
     digest = int.from_bytes(hashlib.sha1(story.encode("utf-8")).digest()[:8], "big")
@@ -157,67 +224,122 @@ class Corpus:
 
     train: list[str]
     val: list[str]
-    unique_train: list[str]  # before weighting: what the tokenizer learns from
+    unique_train: list[str]  # before weighting: what the tokenizer learns from (see `plain_text`)
     facts: dict = field(default_factory=dict)
+    val_counts: dict[str, int] = field(default_factory=dict)  # source label -> its pieces in `val`, in order
 
 
 def build_corpus(sources: list[Source], val_fraction: float, seed: int) -> Corpus:
-    """Read and mix sources. A weight repeats (2.0) or samples (0.5) a source's training stories;
-    validation stories are never repeated."""
+    """Read and mix sources. Each source is split by hash of each document (so no held-out text
+    is ever trained on, even as another chunk of the same chapter), then chunked if it asks, then
+    weighted: a weight repeats (2.0) or samples (0.5) a source's training pieces; validation
+    pieces are never repeated, and at most `val_max` of them are kept per source."""
     rng = random.Random(seed)
     train: list[str] = []
     val: list[str] = []
     unique: list[str] = []
     per_source = []
+    val_counts: dict[str, int] = {}
     for source in sources:
-        stories = list(load_source(source)["text"])
+        documents = list(load_source(source)["text"])
         if source.split == "hash":
-            held_out = [is_validation(s, val_fraction) for s in stories]
-            source_val = [s for s, v in zip(stories, held_out) if v]
-            source_train = [s for s, v in zip(stories, held_out) if not v]
+            held_out = [is_validation(_normalise(d), val_fraction) for d in documents]
+            source_val = [d for d, v in zip(documents, held_out) if v]
+            source_train = [d for d, v in zip(documents, held_out) if not v]
         else:
-            source_train, source_val = (stories, []) if source.split == "train" else ([], stories)
+            source_train, source_val = (documents, []) if source.split == "train" else ([], documents)
+        if source.chunk_words:
+            source_train = [c for d in source_train for c in chunk_document(d, source.chunk_words)]
+            source_val = [c for d in source_val for c in chunk_document(d, source.chunk_words)]
+        if source.val_max:
+            source_val = source_val[: source.val_max]
+        if source.chain:
+            source_train = [CHAIN_MARK + p for p in source_train]
+            source_val = [CHAIN_MARK + p for p in source_val]
         whole, fraction = divmod(source.weight, 1.0)
         train.extend(source_train * int(whole))
         train.extend(rng.sample(source_train, int(round(fraction * len(source_train)))))
         val.extend(source_val)
+        label = source.label  # two sources with one label (two "stories.txt") get "stories", "stories-2"
+        label = next(f"{label}-{n}" if n > 1 else label for n in itertools.count(1)
+                     if (f"{label}-{n}" if n > 1 else label) not in val_counts)
+        val_counts[label] = len(source_val)
         unique.extend(source_train)
-        per_source.append({"source": source.path, "stories": len(stories), "weight": source.weight})
+        per_source.append({"source": source.path, "stories": len(documents), "weight": source.weight,
+                           "train_pieces": len(source_train), "val_pieces": len(source_val),
+                           "train_words": sum(len(p.split()) for p in source_train)})
     if not train or not val:
         raise ValueError(
             f"{len(train)} training and {len(val)} validation stories from {[s.path for s in sources]}: "
             "need both (more data, a larger val_fraction, or a source with split 'val')"
         )
-    return Corpus(train, val, unique, {"sources": per_source, "train_stories": len(train), "val_stories": len(val)})
+    facts = {"sources": per_source, "train_stories": len(train), "val_stories": len(val)}
+    return Corpus(train, val, unique, facts, val_counts)
 
 
-def tokenize_stories(stories: list[str], tokenizer: StoryTokenizer, cache_dir: Path) -> list[np.ndarray]:
-    """<BOS> story <EOS> ids per story, via `datasets.map`, cached on disk by content hash so a
-    second run (or a resumed one) starts at once."""
-    key = hashlib.sha1(b"tokenized-v2\0")
+TOKEN_CACHE_VERSION = b"tokenized-v3\0"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The narrowest unsigned type for the ids: uint16 halves the cache and the packed rows."""
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def tokenize_stories(stories: list[str], tokenizer: StoryTokenizer, cache_dir: Path,
+                     batch_size: int = 4096) -> list[np.ndarray]:
+    """<BOS> story <EOS> ids per story (<CHAIN> ... <EOS> for a chain's), as views into one flat memory-mapped array cached on disk
+    by content hash, so a second run (or a resumed one) starts at once and holds no per-token
+    Python objects. The cache is a folder that appears by one atomic rename once both of its files
+    are written: a process killed mid-write leaves only a temporary folder, never read as a cache."""
+    key = hashlib.sha1(TOKEN_CACHE_VERSION)
     key.update(tokenizer.tokenizer.to_str().encode())
     for story in stories:
         key.update(story.encode("utf-8") + b"\0")
-    cache_file = Path(cache_dir) / f"{key.hexdigest()[:20]}.npz"
-    if cache_file.is_file():
-        with np.load(cache_file) as cached:
-            return np.split(cached["ids"], cached["offsets"][1:-1])
-    bos, eos = tokenizer.bos_id, tokenizer.eos_id
-    encoded = Dataset.from_dict({"text": stories}).map(
-        lambda batch: {"ids": [[bos, *ids, eos] for ids in tokenizer.encode_batch(batch["text"])]},
-        batched=True,
-        batch_size=2000,
-        remove_columns=["text"],
-        keep_in_memory=True,
-        desc="tokenising",
-    )
-    arrays = [np.asarray(ids, dtype=np.int32) for ids in encoded["ids"]]
-    offsets = np.cumsum([0] + [len(a) for a in arrays])
-    cache_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache_file.with_name(f"{cache_file.stem}.{random.randrange(1 << 30)}.tmp.npz")
-    np.savez(tmp, ids=np.concatenate(arrays) if arrays else np.zeros(0, np.int32), offsets=offsets)
-    tmp.replace(cache_file)  # atomic: a reader never sees half a file
-    return arrays
+    cache = Path(cache_dir) / key.hexdigest()[:20]
+    if not (cache / "ids.npy").is_file():
+        _write_token_cache(stories, tokenizer, cache, batch_size)
+    ids = np.load(cache / "ids.npy", mmap_mode="r")
+    offsets = np.load(cache / "offsets.npy")
+    return [ids[start:end] for start, end in zip(offsets[:-1], offsets[1:])]
+
+
+def _start_id(story: str, tokenizer: StoryTokenizer) -> int:
+    if not story.startswith(CHAIN_MARK):
+        return tokenizer.bos_id
+    if tokenizer.chain_id is None:
+        raise ValueError("a chain source needs a tokenizer with the <CHAIN> token: retrain the tokenizer "
+                         "(or drop `chain: true` from the source)")
+    return tokenizer.chain_id
+
+
+def _write_token_cache(stories: list[str], tokenizer: StoryTokenizer, cache: Path, batch_size: int) -> None:
+    dtype = token_dtype(tokenizer.vocab_size)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.parent / f"{cache.name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
+    tmp.mkdir()
+    try:
+        lengths = np.zeros(len(stories), dtype=np.int64)
+        with open(tmp / "ids.bin", "wb") as out:
+            for start in range(0, len(stories), batch_size):
+                batch = stories[start:start + batch_size]
+                encoded = tokenizer.encode_batch([plain_text(s) for s in batch])  # parallel, in Rust
+                starts = [_start_id(s, tokenizer) for s in batch]
+                for i, ids in enumerate(encoded):
+                    lengths[start + i] = len(ids) + 2
+                flat = np.fromiter((t for first, ids in zip(starts, encoded) for t in (first, *ids, tokenizer.eos_id)),
+                                   dtype=dtype, count=int(lengths[start:start + len(encoded)].sum()))
+                out.write(flat.tobytes())
+        flat_ids = np.fromfile(tmp / "ids.bin", dtype=dtype)
+        np.save(tmp / "ids.npy", flat_ids)
+        (tmp / "ids.bin").unlink()
+        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]))
+        try:
+            os.rename(tmp, cache)  # atomic; fails if another process got there first, which is fine
+        except OSError:
+            if not (cache / "ids.npy").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def filter_by_length(sequences: list[np.ndarray], min_tokens: int, max_tokens: int) -> list[np.ndarray]:
@@ -233,9 +355,10 @@ def pack_stream(sequences: list[np.ndarray], row_length: int, pad_id: int, seed:
     story, as in nanoGPT; the <BOS> at each story's start tells the model a new story begins.
     """
     order = np.random.default_rng(seed).permutation(len(sequences))
-    stream = np.concatenate([sequences[i] for i in order]) if len(sequences) else np.zeros(0, np.int32)
+    dtype = sequences[0].dtype if len(sequences) else np.dtype(np.int64)
+    stream = np.concatenate([sequences[i] for i in order]) if len(sequences) else np.zeros(0, dtype)
     rows = -(-len(stream) // row_length)
-    packed = np.full(rows * row_length, pad_id, dtype=np.int64)
+    packed = np.full(rows * row_length, pad_id, dtype=dtype)
     packed[: len(stream)] = stream
     return packed.reshape(rows, row_length)
 
@@ -257,7 +380,7 @@ def pack_whole(sequences: list[np.ndarray], row_length: int, pad_id: int, seed: 
         rows[row].append(index)
         by_free[free - size].append(row)
     rng = np.random.default_rng(seed)
-    packed = np.full((len(rows), row_length), pad_id, dtype=np.int64)
+    packed = np.full((len(rows), row_length), pad_id, dtype=sequences[0].dtype if sequences else np.int64)
     for r, members in enumerate(rows):
         row_ids = np.concatenate([sequences[i][:row_length] for i in rng.permutation(members)])
         packed[r, : len(row_ids)] = row_ids

@@ -39,7 +39,7 @@ class PhaseConfig:
 
 @dataclass
 class Source:
-    """A corpus: a local file or folder (.txt, .txt.xz, .jsonl) or a Hub dataset id."""
+    """A corpus: a local file, folder or glob (.txt, .txt.xz, .jsonl) or a Hub dataset id."""
 
     path: str
     weight: float = 1.0  # 2.0 repeats the source twice; 0.5 samples half of it
@@ -48,6 +48,19 @@ class Source:
     max_stories: int = 0  # 0 = all; else the first N stories of the source (before weighting)
     split: str = "hash"  # hash: split by hash of the text; train / val: all of it on one side
     fix_mojibake: bool = False  # TinyStories V1 holds UTF-8 decoded as cp1252 ("â€™" for "’")
+    chunk_words: int = 0  # > 0: cut documents into pieces of at most this many words (books, chapters)
+    val_max: int = 0  # > 0: keep at most this many held-out pieces of this source (evaluation time)
+    chain: bool = False  # story chains: each starts with <CHAIN> instead of <BOS> (the chain mode's prompt)
+    name: str = ""  # a label for its validation loss in the metrics; default: from the path
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return self.name
+        stem = self.path.rstrip("/").split("/")[-1]
+        for suffix in (".xz", ".txt", ".jsonl"):
+            stem = stem.removesuffix(suffix)
+        return stem.replace("*", "") or self.path
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path:
@@ -142,6 +155,8 @@ class TrainConfig:
         for source in self.pretrain_sources + self.finetune_sources:
             _check_at_least(f"source {source.path}: weight", source.weight, 0)
             _check_at_least(f"source {source.path}: max_stories", source.max_stories, 0)
+            _check_at_least(f"source {source.path}: chunk_words", source.chunk_words, 0)
+            _check_at_least(f"source {source.path}: val_max", source.val_max, 0)
         if not isinstance(self.sample_prompts, list) or not all(isinstance(p, str) for p in self.sample_prompts):
             raise ValueError(f"sample_prompts must be a list of strings, got {self.sample_prompts!r}")
         if not isinstance(self.model_overrides, dict) or "vocab_size" in self.model_overrides:
