@@ -181,8 +181,10 @@ class StoryTeller:
         """The model's default settings (or `base`) with validated overrides."""
         return (base or self.generation_config).replace(**overrides)
 
-    def _prompt_ids(self, prompt: str) -> list[int]:
-        return [self.tokenizer.bos_id, *self.tokenizer.encode(prompt)] if prompt else [self.tokenizer.bos_id]
+    def _prompt_ids(self, prompt: str, start_id: int | None = None) -> list[int]:
+        """<BOS> (or another start token, e.g. <CHAIN>) and the prompt's ids."""
+        start = self.tokenizer.bos_id if start_id is None else start_id
+        return [start, *self.tokenizer.encode(prompt)] if prompt else [start]
 
     def _story(self, prompt: str, result: generation.Generation, seconds: float) -> Story:
         # A story is one line of plain text: control bytes the model wrote become spaces.
@@ -271,7 +273,10 @@ class StoryTeller:
         for sentence in sentences:
             if not isinstance(sentence, str) or len(sentence) > MAX_PROMPT_CHARS:
                 clean_text(sentence, "sentence")  # raises the usual message; None is an empty sentence
-        settings = self.settings(settings, **overrides).replace(stop_after_sentences=1, allow_eos=False)
+        settings = self.settings(settings, **overrides).replace(stop_after_sentences=1)
+        # A model trained on chains starts them with <CHAIN> and knows the story goes on, so it may
+        # end the story itself; one without it is kept writing past <EOS> (its artefacts: "now.,").
+        chain_id = self.tokenizer.chain_id
         budget = self.config.context_length - settings.max_new_tokens - 1
         window: list[str] = []
         used = 0
@@ -285,14 +290,16 @@ class StoryTeller:
             window.insert(0, sentence)
             used += cost
         prompt = " ".join(window)
-        prompt_ids = self._prompt_ids(prompt)[-max(budget, 1):]
+        prompt_ids = self._prompt_ids(prompt, chain_id)[-max(budget, 1):]
         for attempt in range(attempts):
             seed_settings = settings if attempt == 0 else settings.replace(seed=(settings.seed or 0) + attempt)
+            # The last try bans <EOS>: a chain must get its sentence even where the model would end.
+            seed_settings = seed_settings.replace(allow_eos=chain_id is not None and attempt < attempts - 1)
             started = time.perf_counter()
             with self._lock:
                 result = generation.generate(self.sampling_model, self.tokenizer, prompt_ids, seed_settings)[0]
             story = self._story(prompt, result, time.perf_counter() - started)
-            if story.continuation:
+            if story.continuation and (result.finish_reason != "eos" or _ends_sentence(story.continuation)):
                 return story
         raise GenerationError("the model wrote no sentence; try again or change the settings")
 
@@ -326,6 +333,12 @@ class StoryTeller:
             settings = self.settings(stop_after_sentences=1, seed=rng.randrange(2**48), temperature=0.8)
             return self.tell("", settings).story
         return rng.choice(prompts)
+
+
+def _ends_sentence(text: str) -> bool:
+    """True when `text` ends with a complete sentence (the rule generation stops by)."""
+    ends = generation.sentence_ends(text + " ")
+    return bool(ends) and ends[-1] >= len(text.rstrip())
 
 
 def set_cpu_threads() -> None:

@@ -13,6 +13,10 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 
 PAD, BOS, EOS, UNK = "<PAD>", "<BOS>", "<EOS>", "<UNK>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]
+# Starts a story chain (4-8 sentences, written in turns) where <BOS> starts a two-sentence story,
+# so the model knows the story goes on past its twist. As a start token it is never a target the
+# model is asked to sample. Optional: tokenizers trained before it existed lack it.
+CHAIN = "<CHAIN>"
 
 
 class StoryTokenizer:
@@ -25,7 +29,8 @@ class StoryTokenizer:
         if missing:
             raise ValueError(f"tokenizer lacks the special tokens {missing}; retrain it with horror.tokenizer")
         self.pad_id, self.bos_id, self.eos_id, self.unk_id = (ids[t] for t in SPECIAL_TOKENS)
-        self.special_ids = frozenset(ids.values())
+        self.chain_id: int | None = tokenizer.token_to_id(CHAIN)
+        self.special_ids = frozenset(ids.values()) | ({self.chain_id} if self.chain_id is not None else set())
         # Text that merely spells "<EOS>" (in a prompt or a story) is text, not a control token.
         tokenizer.encode_special_tokens = True
 
@@ -50,7 +55,7 @@ class StoryTokenizer:
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
-            special_tokens=SPECIAL_TOKENS,
+            special_tokens=[*SPECIAL_TOKENS, CHAIN],
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             show_progress=False,
         )

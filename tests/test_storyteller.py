@@ -165,6 +165,44 @@ def test_continue_chain_does_not_stop_at_eos(tiny_tokenizer):
     assert teller.continue_chain(["It was late."]).continuation.startswith("Then it knocked.")
 
 
+def spy_on_generate(monkeypatch) -> list[tuple[list[int], bool]]:
+    """Record (prompt ids, allow_eos) of every generation call StoryTeller makes."""
+    calls: list[tuple[list[int], bool]] = []
+    real_generate = storyteller.generation.generate
+
+    def spy(model, tokenizer, prompt_ids, settings, *args, **kwargs):
+        calls.append((list(prompt_ids), settings.allow_eos))
+        return real_generate(model, tokenizer, prompt_ids, settings, *args, **kwargs)
+
+    monkeypatch.setattr(storyteller.generation, "generate", spy)
+    return calls
+
+
+def test_a_chain_opens_with_the_chain_token_and_lets_the_model_end(tiny_tokenizer, monkeypatch):
+    # A model trained on chains starts them with <CHAIN>; it is not forced past <EOS>.
+    assert tiny_tokenizer.chain_id is not None
+    calls = spy_on_generate(monkeypatch)
+    teller = scripted_teller(tiny_tokenizer, "It was late.", " Then it knocked.", eos=True)
+    assert teller.continue_chain(["It was late."]).continuation == "Then it knocked."
+    assert calls == [([tiny_tokenizer.chain_id, *tiny_tokenizer.encode("It was late.")], True)]
+
+
+def test_a_chain_model_that_ends_mid_sentence_is_retried_then_kept_writing(tiny_tokenizer, monkeypatch):
+    calls = spy_on_generate(monkeypatch)
+    teller = scripted_teller(tiny_tokenizer, "It was late.", " Then it", eos=True)
+    story = teller.continue_chain(["It was late."], max_new_tokens=8)
+    assert [allow_eos for _, allow_eos in calls] == [True, True, False]  # the last try bans <EOS>
+    assert story.continuation.startswith("Then it")
+
+
+def test_a_model_without_the_chain_token_is_kept_writing_past_eos(tiny_tokenizer, monkeypatch):
+    monkeypatch.setattr(tiny_tokenizer, "chain_id", None)
+    calls = spy_on_generate(monkeypatch)
+    teller = scripted_teller(tiny_tokenizer, "It was late.", " Then it knocked.", eos=True)
+    teller.continue_chain(["It was late."])
+    assert calls == [([tiny_tokenizer.bos_id, *tiny_tokenizer.encode("It was late.")], False)]
+
+
 def test_continue_chain_windows_a_long_chain(tiny_teller):
     sentences = [f"Sentence {i} was whispered at the door." for i in range(500)]
     story = tiny_teller.continue_chain(sentences, seed=1)
