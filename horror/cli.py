@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--train-file", action="append", default=[],
                           help="training stories, one per line, for novelty (repeatable)")
     evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--chain-turns", type=int, default=0,
+                          help="also grow a story chain from each prompt, this many model sentences in a row, "
+                               "and report the share of clean sentences")
     add_model(evaluate)
     return parser
 
@@ -168,12 +171,14 @@ def run_info(args: argparse.Namespace) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> None:
-    from horror.evaluate import drop_comments, evaluate_model  # only this command needs them
+    from horror.evaluate import drop_comments, evaluate_chain, evaluate_model  # only this command needs them
 
     prompts = drop_comments(read_lines(args.prompts))
     train_texts = [line for path in args.train_file for line in read_lines(path)] or None
     teller = load_teller(args.model, args.revision)
     summary = evaluate_model(teller, prompts, samples=args.samples, train_texts=train_texts, seed=args.seed)
+    if args.chain_turns:
+        summary["chain"] = evaluate_chain(teller, prompts, turns=args.chain_turns, seed=args.seed)
     print_record(summary, args.json)
 
 

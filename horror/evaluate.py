@@ -8,6 +8,8 @@ punctuation and case never make two n-grams differ.
   and has no loop: no word 3-gram occurs twice in it.
 - novelty: share of continuations that share no word 8-gram with any training story.
 - distinct-n: unique word n-grams / all word n-grams, pooled over the continuations.
+- clean chain sentence: starts like a sentence (a capital, digit or opening quote), ends like one,
+  and has no run-on artefacts such as "now., they" or "dinner.." (a model forced past <EOS>).
 """
 
 from __future__ import annotations
@@ -124,6 +126,42 @@ def drop_comments(lines: list[str]) -> list[str]:
 def load_lines(path: str | Path) -> list[str]:
     """Non-empty stripped lines of a UTF-8 file, '#' comment lines skipped."""
     return drop_comments(Path(path).read_text(encoding="utf-8").splitlines())
+
+
+# ".." that is not part of an ellipsis, or a sentence end glued to a comma/semicolon (".," ",.").
+_CHAIN_ARTEFACT = re.compile(r"(?<!\.)\.\.(?!\.)|[.!?\u2026][,;]|[,;][.!?]")
+_SENTENCE_START = re.compile(r"^[\"'\u201c\u2018(\[]*[A-Z0-9]")
+
+
+def is_clean_chain_sentence(sentence: str) -> bool:
+    """One sentence that starts and ends like a sentence and has no run-on artefacts."""
+    text = sentence.strip()
+    ends = sentence_ends(text + " ")
+    return (bool(_SENTENCE_START.match(text)) and len(ends) == 1 and ends[0] >= len(text)
+            and not _CHAIN_ARTEFACT.search(text))
+
+
+def evaluate_chain(teller: Any, prompts: list[str], turns: int = 6, seed: int = 0) -> dict[str, Any]:
+    """Grow a story chain from each prompt, the model writing `turns` sentences in a row (the
+    hardest case: its own sentences fill the window), and count the clean ones."""
+    if isinstance(turns, bool) or not isinstance(turns, int) or not 1 <= turns <= 64:
+        raise ValueError(f"turns must be a whole number between 1 and 64, got {turns!r}")
+    sentences_written, chains = [], []
+    for index, prompt in enumerate(prompts):
+        chain = [prompt]
+        for turn in range(turns):
+            story = teller.continue_chain(chain, seed=prompt_seed(seed, index) * 64 + turn)
+            chain.append(story.continuation)
+            sentences_written.append(story.continuation)
+        chains.append(chain)
+    clean = [is_clean_chain_sentence(s) for s in sentences_written]
+    return {
+        "chains": len(chains),
+        "sentences": len(sentences_written),
+        "clean": sum(clean) / len(clean),
+        "unclean_examples": [s for s, ok in zip(sentences_written, clean) if not ok][:10],
+        "examples": [" ".join(chain) for chain in chains[:5]],
+    }
 
 
 def prompt_seed(seed: int, index: int) -> int:

@@ -8,7 +8,9 @@ import pytest
 
 from horror.evaluate import (
     distinct_n,
+    evaluate_chain,
     evaluate_model,
+    is_clean_chain_sentence,
     has_ngram_loop,
     is_well_formed,
     load_lines,
@@ -152,7 +154,7 @@ def test_a_prompt_on_the_same_theme_in_new_words_is_clean() -> None:
 
 
 def test_the_shipped_eval_prompts_are_single_sentences_that_do_not_leak_the_corpus() -> None:
-    corpus = sorted((REPO / "data" / "horror").glob("writer-*.txt"))
+    corpus = sorted((REPO / "data" / "horror").glob("writer-*.txt")) + sorted((REPO / "data" / "chains").glob("*.txt"))
     if not corpus:
         pytest.skip("the horror corpus is not in this checkout")
     prompts = load_lines(REPO / "train" / "eval_prompts.txt")
@@ -203,3 +205,25 @@ def test_evaluate_model_rejects_a_bad_sample_count(tiny_teller: StoryTeller, sam
 def test_evaluate_model_rejects_no_prompts(tiny_teller: StoryTeller) -> None:
     with pytest.raises(ValueError, match="no prompts"):
         evaluate_model(tiny_teller, [])
+
+
+# ----- story chain ---------------------------------------------------------------------------
+@pytest.mark.parametrize("sentence", ["Then it knocked.", '"Who is there," she asked.', "At three it stopped...",
+                                      "It was mine.”", "(Nobody answered.)", "1999 was the last good year!"])
+def test_a_clean_chain_sentence_starts_and_ends_like_one(sentence: str) -> None:
+    assert is_clean_chain_sentence(sentence)
+
+
+@pytest.mark.parametrize("sentence", ["now., they'd left.", "We ate dinner..", "then it knocked.", "It knocked",
+                                      "It knocked. It left.", ", then a voice.", "It stopped,. Then", "."])
+def test_chain_artefacts_and_broken_sentences_are_not_clean(sentence: str) -> None:
+    assert not is_clean_chain_sentence(sentence)
+
+
+def test_evaluate_chain_grows_each_prompt_and_counts_clean_sentences(tiny_teller: StoryTeller) -> None:
+    summary = evaluate_chain(tiny_teller, ["It was late.", "The lights went out."], turns=3, seed=1)
+    assert (summary["chains"], summary["sentences"]) == (2, 6)
+    assert 0.0 <= summary["clean"] <= 1.0
+    assert summary["examples"][0].startswith("It was late.")
+    with pytest.raises(ValueError, match="turns"):
+        evaluate_chain(tiny_teller, ["It was late."], turns=0)
