@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.05)
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--json", help="also write every summary to this file")
+    parser.add_argument("--bits-only", action="store_true", help="only bits/byte on the held-out stories (no generation)")
     args = parser.parse_args()
     train_stories, val_stories = held_out_split(Path(args.corpus), args.val_fraction)
     prompts = load_lines(args.prompts)
@@ -58,6 +59,10 @@ def main() -> None:
         folder = Path(run) / "model" if (Path(run) / "model").is_dir() else Path(run)
         teller = StoryTeller.load(folder, fallback=False)
         card = teller.card_metadata
+        if args.bits_only:
+            print(f"| {run} | {teller.num_parameters / 1e6:.2f}M | bits/byte {bits_per_byte(teller, val_stories):.4f} |",
+                  flush=True)
+            continue
         summary = evaluate_model(teller, prompts, samples=args.samples, train_texts=train_stories)
         summary["bits_per_byte"] = bits_per_byte(teller, val_stories)
         summaries[run] = summary

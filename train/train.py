@@ -40,6 +40,7 @@ from horror.storyteller import StoryTeller  # noqa: E402
 from horror.tokenizer import StoryTokenizer  # noqa: E402
 from train import data  # noqa: E402
 from train.export import ORIGINAL_SAMPLING, export_run, summary  # noqa: E402
+from train.hardware import training_precision  # noqa: E402
 from train.run_config import PhaseConfig, TrainConfig, load_config  # noqa: E402
 
 PHASES = ("pretrain", "finetune")
@@ -66,7 +67,7 @@ def build_tokenizer(cfg: TrainConfig, corpora: dict[str, data.Corpus]) -> StoryT
     texts: list[str] = []
     for corpus in corpora.values():
         cap = cfg.tokenizer_stories_per_corpus
-        stories = corpus.unique_train
+        stories = [data.plain_text(s) for s in corpus.unique_train]
         texts += stories if len(stories) <= cap else np.random.default_rng(cfg.seed).choice(stories, cap, replace=False).tolist()
     return StoryTokenizer.train(texts, cfg.vocab_size, cfg.min_frequency)
 
@@ -77,32 +78,57 @@ def prepare_rows(cfg: TrainConfig, corpora: dict[str, data.Corpus], tokenizer: S
     rows: dict[str, dict[str, np.ndarray]] = {}
     facts: dict[str, dict] = {}
     for phase, corpus in corpora.items():
-        # The original kept pretraining stories that fit the window; fine-tuning has its own bounds.
-        low, high = (cfg.finetune_min_tokens, cfg.finetune_max_tokens) if phase == "finetune" else (2, context_length)
+        # Pretraining packs a stream, so a long document spans rows and nothing is dropped for its
+        # length; fine-tuning keeps whole stories within its own bounds.
+        low, high = (cfg.finetune_min_tokens, cfg.finetune_max_tokens) if phase == "finetune" else (2, 1 << 62)
         pack = data.pack_whole if phase == "finetune" else data.pack_stream
         phase_facts = dict(corpus.facts)
         rows[phase] = {}
         for split in ("train", "val"):
+            started = time.perf_counter()
             with accelerator.main_process_first():  # one process fills the cache, the others read it
                 sequences = data.tokenize_stories(getattr(corpus, split), tokenizer, Path(cfg.cache_dir))
-            kept = data.filter_by_length(sequences, low, high)
-            if not kept:
+            phase_facts[f"{split}_tokenize_seconds"] = round(time.perf_counter() - started, 1)
+            # Validation is packed per source, so each source's loss can be reported on its own.
+            groups = {"all": sequences} if split == "train" else split_by_source(sequences, corpus.val_counts)
+            packed_groups, kept_count, real_tokens = {}, 0, 0
+            for label, group in groups.items():
+                kept = data.filter_by_length(group, low, high)
+                if kept:
+                    packed_groups[label] = pack(kept, context_length + 1, tokenizer.pad_id, cfg.seed)
+                    kept_count += len(kept)
+                    real_tokens += int(sum(len(s) for s in kept))
+            if not kept_count:
                 raise ValueError(f"no {phase} {split} story is {low}-{high} tokens long; check the data and filters")
-            packed = pack(kept, context_length + 1, tokenizer.pad_id, cfg.seed)
-            real_tokens = int(sum(len(s) for s in kept))
-            phase_facts[f"{split}_kept"] = len(kept)
-            phase_facts[f"{split}_kept_share"] = round(len(kept) / len(sequences), 4)
+            packed = np.concatenate(list(packed_groups.values()))
+            phase_facts[f"{split}_kept"] = kept_count
+            phase_facts[f"{split}_kept_share"] = round(kept_count / len(sequences), 4)
             phase_facts[f"{split}_tokens"] = real_tokens
             phase_facts[f"{split}_padding_share"] = round(1 - real_tokens / packed.size, 4)
             rows[phase][split] = packed
+            if split == "val" and len(packed_groups) > 1:
+                bounds = np.cumsum([0] + [len(g) for g in packed_groups.values()])
+                rows[phase]["val_groups"] = {label: (int(a), int(b)) for label, a, b in
+                                             zip(packed_groups, bounds[:-1], bounds[1:])}
         accelerator.print(
             f"{phase}: kept {phase_facts['train_kept']:,} of {phase_facts['train_stories']:,} training stories "
-            f"({phase_facts['train_kept_share']:.1%}) with {low}-{high} tokens; {len(rows[phase]['train']):,} rows of "
+            f"({phase_facts['train_kept_share']:.1%}){f' with {low}-{high} tokens' if phase == 'finetune' else ''}; "
+            f"{phase_facts['train_tokens']:,} tokens in {len(rows[phase]['train']):,} rows of "
             f"{context_length + 1} tokens ({phase_facts['train_padding_share']:.1%} padding); "
             f"{phase_facts['val_kept']:,} validation stories"
         )
         facts[phase] = phase_facts
     return rows, facts
+
+
+def split_by_source(sequences: list, counts: dict[str, int]) -> dict[str, list]:
+    """The validation sequences cut into their sources' runs (`Corpus.val_counts`, in order)."""
+    groups, start = {}, 0
+    for label, count in counts.items():
+        if count:
+            groups[label] = sequences[start:start + count]
+            start += count
+    return groups
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -155,24 +181,43 @@ def lm_loss(model: torch.nn.Module, batch: torch.Tensor, pad_id: int) -> torch.T
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=pad_id)
 
 
+def as_batch(rows: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Packed rows (uint16/uint32 ids) as the int64 tensor the embedding takes."""
+    return torch.from_numpy(rows.astype(np.int64)).to(device)
+
+
 def real_targets(rows: np.ndarray, pad_id: int) -> int:
     return int((rows[:, 1:] != pad_id).sum())
 
 
 @torch.no_grad()
-def evaluate(model, rows: np.ndarray, accelerator: Accelerator, pad_id: int, batch_size: int) -> float:
-    """Token-weighted validation loss over every process's shard, reduced across processes."""
+def evaluate(model, rows: np.ndarray, accelerator: Accelerator, pad_id: int, batch_size: int,
+             groups: dict[str, tuple[int, int]] | None = None) -> tuple[float, dict[str, float]]:
+    """Token-weighted validation loss over every process's shard, reduced across processes, and
+    the same per group of rows (a source's held-out text) when `groups` is given."""
     model.eval()
-    total = torch.zeros(2, device=accelerator.device, dtype=torch.float64)
-    shard = rows[accelerator.process_index::accelerator.num_processes]
-    for start in range(0, len(shard), batch_size):
-        rows_batch = shard[start:start + batch_size]
-        loss = lm_loss(model, torch.from_numpy(rows_batch).to(accelerator.device), pad_id)
-        count = real_targets(rows_batch, pad_id)
-        total += torch.stack([loss.double() * count, torch.tensor(count, dtype=torch.float64, device=loss.device)])
-    total = accelerator.reduce(total, reduction="sum")
+    labels = list(groups or {})
+    group_of_row = np.full(len(rows), len(labels), dtype=np.int64)  # the last slot: rows of no group
+    for index, label in enumerate(labels):
+        start, end = groups[label]
+        group_of_row[start:end] = index
+    totals = torch.zeros(len(labels) + 1, 2, device=accelerator.device, dtype=torch.float64)
+    indices = np.arange(accelerator.process_index, len(rows), accelerator.num_processes)
+    for start in range(0, len(indices), batch_size):
+        chosen = indices[start:start + batch_size]
+        batch = as_batch(rows[chosen], accelerator.device)
+        targets = batch[:, 1:]
+        logits = model(batch[:, :-1])
+        per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                    ignore_index=pad_id, reduction="none").view(targets.shape).double()
+        row_group = torch.from_numpy(group_of_row[chosen]).to(accelerator.device)
+        totals[:, 0].index_add_(0, row_group, per_token.sum(1))
+        totals[:, 1].index_add_(0, row_group, (targets != pad_id).sum(1).double())
+    totals = accelerator.reduce(totals, reduction="sum")
     model.train()
-    return (total[0] / total[1].clamp(min=1)).item()
+    overall = (totals[:, 0].sum() / totals[:, 1].sum().clamp(min=1)).item()
+    by_group = {label: round((totals[i, 0] / totals[i, 1].clamp(min=1)).item(), 4) for i, label in enumerate(labels)}
+    return overall, by_group
 
 
 def bare_model(accelerator: Accelerator, model) -> GPT:
@@ -262,7 +307,7 @@ def train_phase(name: str, phase: PhaseConfig, model, optimizer, scheduler, rows
                 batch_rows = rows["train"][indices]
                 count = real_targets(batch_rows, pad_id)
                 with accelerator.accumulate(model):
-                    loss = lm_loss(model, torch.from_numpy(batch_rows).to(accelerator.device), pad_id)
+                    loss = lm_loss(model, as_batch(batch_rows, accelerator.device), pad_id)
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and phase.grad_clip:
                         accelerator.clip_grad_norm_(model.parameters(), phase.grad_clip)
@@ -311,13 +356,15 @@ def fold_interval(progress: dict, interval: torch.Tensor) -> None:
 def evaluate_and_log(name, phase, model, rows, cfg, accelerator, run_dir, state, progress, scheduler, pad_id,
                      best_path, bar) -> bool:
     """Validation loss, a metrics line, the best weights kept; True when patience has run out."""
-    val_loss = evaluate(model, rows["val"], accelerator, pad_id, phase.batch_size)
+    val_loss, by_source = evaluate(model, rows["val"], accelerator, pad_id, phase.batch_size, rows.get("val_groups"))
     train_sums = accelerator.reduce(torch.tensor([progress["loss_sum"], progress["loss_tokens"]],
                                                  device=accelerator.device, dtype=torch.float64), reduction="sum")
     train_loss = (train_sums[0] / train_sums[1].clamp(min=1)).item()
     record = {"phase": name, "step": progress["step"], "epoch": progress["epoch"], "train_loss": round(train_loss, 4),
               "val_loss": round(val_loss, 4), "lr": scheduler.get_last_lr()[0], "tokens": progress["tokens"],
               "tokens_per_s": round(progress["interval_tokens"] / max(progress["interval_seconds"], 1e-9), 1)}
+    if by_source:
+        record["val_loss_by_source"] = by_source
     progress.update(loss_sum=0.0, loss_tokens=0, interval_tokens=0, interval_seconds=0.0)
     state["metrics"].append(record)
     if accelerator.is_main_process:
@@ -379,9 +426,7 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
     """The whole run: setup, phases, export. Returns the process exit code."""
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    mixed = cfg.mixed_precision
-    if mixed == "auto":
-        mixed = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    mixed = training_precision(cfg.mixed_precision)
     # cpu=True on a machine without CUDA makes a multi-process launch (accelerate launch --multi_gpu,
     # or torchrun) use DDP over gloo; accelerate's own `--cpu` launcher starts one process only.
     accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
@@ -445,7 +490,9 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
     optimizers, schedulers = [], []
     for name in PHASES:
         phase = phase_cfgs[name]
-        optimizer = torch.optim.AdamW(param_groups(model, phase.weight_decay), lr=phase.lr, betas=(0.9, 0.95))
+        # fused: one kernel for the whole update instead of a dozen ops per parameter (CPU and CUDA)
+        optimizer = torch.optim.AdamW(param_groups(model, phase.weight_decay), lr=phase.lr, betas=(0.9, 0.95),
+                                      fused=True)
         total = phase_steps(len(rows[name]["train"]), phase, accelerator.num_processes)[1] if name in rows else 1
         optimizers.append(optimizer)
         schedulers.append(torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(phase, total)))
