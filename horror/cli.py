@@ -1,9 +1,10 @@
-"""The command line: generate, score, info and evaluate, all through StoryTeller.
+"""The command line: generate, score, info and evaluate, all through StoryTeller; convert a model folder.
 
     python -m horror generate "I heard a knock at the door." --n 3 --json
     python -m horror score stories.txt --json
     python -m horror info
     python -m horror evaluate --prompts train/eval_prompts.txt --train-file data/horror/writer-1.txt
+    python -m horror convert old-model-folder new-model-folder
 
 Bad input (settings out of range, missing files, a model that will not load) ends with a
 one-line `error: ...` on stderr and exit status 2, never a traceback.
@@ -20,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from horror.model_folder import ModelLoadError
+from horror.model_folder import ModelLoadError, convert_model_folder
 from horror.storyteller import GenerationError, StoryTeller
 
 # generate's sampling flags; None (not given) keeps the model's generation_config value.
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also grow a story chain from each prompt, this many model sentences in a row, "
                                "and report the share of clean sentences")
     add_model(evaluate)
+
+    convert = commands.add_parser("convert", help="rewrite a model folder in GPT-2's format (what transformers reads)")
+    convert.add_argument("source", help="a model folder, old format or new")
+    convert.add_argument("destination", nargs="?", help="where to write it (default: rewrite source in place)")
     return parser
 
 
@@ -182,7 +187,13 @@ def run_evaluate(args: argparse.Namespace) -> None:
     print_record(summary, args.json)
 
 
-COMMANDS = {"generate": run_generate, "score": run_score, "info": run_info, "evaluate": run_evaluate}
+def run_convert(args: argparse.Namespace) -> None:
+    folder = convert_model_folder(args.source, args.destination or args.source)
+    print(f"converted {args.source} -> {folder} (loads with horror and with transformers)")
+
+
+COMMANDS = {"generate": run_generate, "score": run_score, "info": run_info, "evaluate": run_evaluate,
+            "convert": run_convert}
 
 
 def main(argv: list[str] | None = None) -> int:

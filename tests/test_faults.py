@@ -149,15 +149,16 @@ FOLDER_FAULTS = {  # how to break a copy of the tiny model, what the notice must
     "weights of zero bytes": (lambda f: truncate(f / "model.safetensors", 0), "corrupt or truncated"),
     "weights that are a pickle": (lambda f: (f / "model.safetensors").write_bytes(b"\x80\x04K\x01."),
                                   "corrupt or truncated"),
-    "config wider than the weights": (lambda f: write_config(f, d_model=64, n_heads=4), "does not match config.json"),
-    "config longer than the weights": (lambda f: write_config(f, context_length=128),
-                                       "does not match config.json"),
-    "config with fewer layers": (lambda f: write_config(f, n_layers=1), "does not match config.json"),
+    # config.json is in GPT-2's format: n_embd is d_model, n_positions the context, n_layer the layers.
+    "config wider than the weights": (lambda f: write_config(f, n_embd=64, n_head=4), "does not match config.json"),
+    "config longer than the weights": (lambda f: write_config(f, n_positions=128), "does not match config.json"),
+    "config with fewer layers": (lambda f: write_config(f, n_layer=1), "does not match config.json"),
     "tokenizer larger than the config": (lambda f: write_config(f, vocab_size=256), "tokenizer has 400 tokens"),
     "tokenizer not JSON": (lambda f: (f / "tokenizer.json").write_text("{"), "tokenizer"),
     "tokenizer file missing": (lambda f: (f / "tokenizer.json").unlink(), "missing tokenizer.json"),
     "config with a NaN dropout": (lambda f: (f / "config.json").write_text(
-        (f / "config.json").read_text().replace('"dropout": 0.0', '"dropout": NaN')), "not a valid model config"),
+        (f / "config.json").read_text().replace('"resid_pdrop": 0.0', '"resid_pdrop": NaN')),
+        "not a valid model config"),
 }
 
 

@@ -6,15 +6,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from huggingface_hub import EvalResult, ModelCardData
+
 from horror.config import GenerationConfig
 from horror.model import GPT
 from horror.model_folder import save_model_folder
 from horror.tokenizer import StoryTokenizer
-from train.run_config import TrainConfig
+from train.run_config import Source, TrainConfig
 
 # The original project's sampling defaults, written to generation_config.json.
 ORIGINAL_SAMPLING = GenerationConfig(temperature=0.4, top_k=30, top_p=0.9, repetition_penalty=1.2, max_new_tokens=55)
 PHASE_TITLES = {"pretrain": "pretraining", "finetune": "fine-tuning"}
+# The card's YAML keys in the order a reader looks for them (huggingface_hub would sort them).
+CARD_KEY_ORDER = ["license", "language", "library_name", "pipeline_tag", "tags", "datasets", "model-index"]
 
 
 def plot_loss_curves(metrics: list[dict], path: Path) -> None:
@@ -71,24 +75,55 @@ def _recipe_line(name: str, cfg: TrainConfig) -> str:
             f"each epoch); the weights with the best validation loss are kept.")
 
 
+def _is_hub_dataset(source: str) -> bool:
+    return not Path(source).exists() and source.count("/") == 1
+
+
+def card_metadata(name: str, facts: dict) -> ModelCardData:
+    """The card's YAML: what the Hub shows and filters by, with the scores in `model-index`.
+
+    One result per phase: its best validation loss on the stories held out of that phase's data,
+    plus bits per byte on held-out horror stories when card.json has `bits_per_byte`."""
+    hub_datasets = sorted({s["source"] for d in facts["data"].values() for s in d["sources"]
+                           if _is_hub_dataset(s["source"])})
+    results = []
+    for phase, data in facts["data"].items():
+        if phase not in facts.get("val_loss", {}):
+            continue
+        dataset = dict(task_type="text-generation", dataset_split="validation",
+                       dataset_type=" + ".join(s["source"] if _is_hub_dataset(s["source"]) else
+                                               s.get("label") or Source(s["source"]).label for s in data["sources"]),
+                       dataset_name=f"{PHASE_TITLES[phase]} data, held-out stories")
+        results.append(EvalResult(**dataset, metric_type="loss", metric_value=facts["val_loss"][phase],
+                                  metric_name="validation loss (nats/token)"))
+        if phase == "finetune" and facts.get("bits_per_byte") is not None:
+            results.append(EvalResult(**dataset, metric_type="bits_per_byte", metric_value=facts["bits_per_byte"],
+                                      metric_name="bits per byte (held-out horror stories)"))
+    return ModelCardData(
+        license="mit",
+        language="en",
+        library_name="transformers",  # the folder is GPT-2's format (horror/gpt2_format.py)
+        pipeline_tag="text-generation",
+        tags=["text-generation", "horror", "two-sentence-horror", "gpt2", "from-scratch"],
+        datasets=hub_datasets or None,
+        model_name=name if results else None,
+        eval_results=results or None,
+    )
+
+
 def model_card(cfg: TrainConfig, model: GPT, facts: dict) -> str:
     """README.md for the model folder, with Hub YAML metadata."""
     c = model.config
-    hub_datasets = sorted({s["source"] for p in facts["data"].values() for s in p["sources"]
-                           if not Path(s["source"]).exists() and s["source"].count("/") == 1})
     table = "\n".join(
         f"| {PHASE_TITLES[p]} | {', '.join(Path(s['source']).name or s['source'] for s in d['sources'])} | "
         f"{d['train_kept']:,} ({d['train_kept_share']:.1%} kept) | {d['val_kept']:,} | "
         f"{facts['tokens_seen'].get(p, 0):,} | {facts['val_loss'].get(p, '-')} |"
         for p, d in facts["data"].items()
     )
-    metadata = ["license: mit", "language: en", "library_name: pytorch", "pipeline_tag: text-generation",
-                "tags: [text-generation, horror, two-sentence-horror, gpt, from-scratch]"]
-    if hub_datasets:
-        metadata.append(f"datasets: [{', '.join(hub_datasets)}]")
+    metadata = card_metadata(cfg.name, facts).to_yaml(original_order=CARD_KEY_ORDER)
     tokens = sum(facts["tokens_seen"].values())
     return f"""---
-{chr(10).join(metadata)}
+{metadata}
 ---
 # Two-Sentence Horror — {cfg.name}
 
@@ -118,13 +153,20 @@ splits. Fine-tuning keeps stories of {cfg.finetune_min_tokens}-{cfg.finetune_max
 in the run folder; the facts above are in `card.json`.
 
 ## Use
+With `transformers` (the folder is GPT-2's format):
+```python
+from transformers import pipeline
+generate = pipeline("text-generation", model="path/or/hub-repo-id")
+print(generate("I heard my mother call my name from the kitchen.")[0]["generated_text"])
+```
+With this project's library (the same sampling, plus its stopping rules and story chains):
 ```python
 from horror.storyteller import StoryTeller
 teller = StoryTeller.load("path/or/hub-repo-id")
 print(teller.tell("I heard my mother call my name from the kitchen.").story)
 ```
-Default sampling (generation_config.json): temperature 0.4, top-k 30, top-p 0.9, repetition penalty 1.2,
-55 new tokens, stop at <EOS>.
+Default sampling (generation_config.json, which both read): temperature 0.4, top-k 30, top-p 0.9, repetition
+penalty 1.2, 55 new tokens, stop at <EOS>.
 
 ## Limitations
 A small model trained on synthetic stories: it repeats themes, sometimes loses the thread between the two

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from horror.config import GenerationConfig  # noqa: E402
 from horror.hub import BUNDLED_MODEL_DIR  # noqa: E402
+from horror.model_folder import convert_model_folder, update_generation_config  # noqa: E402
 from horror.storyteller import StoryTeller  # noqa: E402
 from train.export import plot_loss_curves  # noqa: E402
 
@@ -78,12 +78,12 @@ def ship(run: Path, pretrain_run: Path | None, card: Path | None, out: Path, cur
     with tempfile.TemporaryDirectory(dir=out.parent) as staging:  # same filesystem: the move is a rename
         staged = Path(staging) / "model"
         shutil.copytree(folder, staged)
+        convert_model_folder(staged, staged)  # a run exported before the GPT-2 format ships in it all the same
         (staged / "card.json").write_text(json.dumps(card_facts, indent=2) + "\n")
         if card is not None:
             (staged / "README.md").write_text(card.read_text())
         if sampling:
-            GenerationConfig.load(staged / "generation_config.json").replace(**sampling).save(
-                staged / "generation_config.json")
+            update_generation_config(staged, **sampling)
         StoryTeller.load(staged, fallback=False).tell("", seed=0)  # it loads and writes, or we stop here
         if out.exists():
             shutil.rmtree(out)
