@@ -13,6 +13,7 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
+from hub_standin import HubStandIn
 
 from horror import hub, storyteller
 from horror.hub import ModelSource, push_model_folder, resolve_model_source
@@ -148,18 +149,17 @@ def test_a_corrupt_cached_copy_falls_back_to_bundled(offline_hub, tiny_model_dir
         StoryTeller.load(REPO, fallback=False)
 
 
-def test_push_uploads_the_folder_through_the_hub_api(monkeypatch, tiny_model_dir):
-    calls = []
-
-    class FakeApi:
-        def create_repo(self, repo_id, private, exist_ok):
-            calls.append(("create", repo_id, private, exist_ok))
-
-        def upload_folder(self, repo_id, folder_path, commit_message):
-            calls.append(("upload", repo_id, folder_path, commit_message))
-            return "https://hub.example/commit/1"
-
-    monkeypatch.setattr(hub, "HfApi", FakeApi)
-    assert push_model_folder(tiny_model_dir, REPO, private=True) == "https://hub.example/commit/1"
-    assert calls[0] == ("create", REPO, True, True)
-    assert calls[1][:3] == ("upload", REPO, str(tiny_model_dir))
+def test_push_uploads_the_folder_to_the_hub(monkeypatch, tiny_model_dir, tmp_path):
+    """Through the real huggingface_hub upload path, to the stand-in Hub (tests/hub_standin.py)."""
+    with HubStandIn() as standin:
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", standin.url)  # HfApi's default endpoint
+        monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+        commit = push_model_folder(tiny_model_dir, REPO, private=True)
+    arrived = standin.files("model", REPO)
+    assert arrived == {path.name: path.read_bytes() for path in tiny_model_dir.iterdir()}
+    assert commit.endswith(f"/{REPO}/commit/{standin.shas[('model', REPO)]}")
+    assert standin.created[REPO]["visibility"] == "private"
+    assert standin.authorizations == {"Bearer hf_test_token"}
+    for name, content in arrived.items():
+        (tmp_path / name).write_bytes(content)
+    assert StoryTeller.load(tmp_path, fallback=False).tell("It knocked.", seed=1).story.startswith("It knocked.")

@@ -1,5 +1,6 @@
-"""The trainer: smoke runs (one process and two over gloo), kill -9 and resume, data handling,
-config errors. All data is made here, tiny; nothing reads ../shared or the network."""
+"""The trainer: smoke runs (one process and two over gloo), kill -9 and resume, TensorBoard logging,
+data handling, config errors. All data is made here, tiny; nothing reads ../shared or the network
+(the Hub paths run against a stand-in Hub in test_train_hub.py)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from datasets import Dataset
 
 from horror.storyteller import StoryTeller
 from horror.tokenizer import StoryTokenizer
-from train import data
+from train import data, trackers
 from train.run_config import Source, TrainConfig, load_config
 from train.train import main
 
@@ -67,9 +67,10 @@ def subprocess_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def smoke_run(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One uninterrupted smoke run, in this process: tokenizer -> pretrain -> fine-tune -> export."""
+    """One uninterrupted smoke run, in this process: tokenizer -> pretrain -> fine-tune -> export,
+    logging to TensorBoard too (the resume test checks that the tracker changes nothing)."""
     base = tmp_path_factory.mktemp("smoke")
-    assert main(smoke_args(corpus_dir, base / "run", base / "cache")) == 0
+    assert main([*smoke_args(corpus_dir, base / "run", base / "cache"), "--log_with", "tensorboard"]) == 0
     return base / "run"
 
 
@@ -100,6 +101,51 @@ def test_smoke_run_exports_a_model_the_storyteller_loads(smoke_run: Path):
     assert teller.is_trained
     story = teller.tell("The door opened.", seed=3)
     assert story.story.startswith("The door opened.")  # a tiny model may end the story at once
+
+
+@pytest.mark.slow
+def test_tensorboard_holds_the_metrics_and_the_hyperparameters(smoke_run: Path):
+    """`--log_with tensorboard`: every metrics.jsonl value, tagged by phase at one step count across
+    phases, and the resolved train config stored with the run as its hyperparameters."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    logs = smoke_run / trackers.PROJECT
+    scalars = EventAccumulator(str(logs))
+    scalars.Reload()
+    metrics = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    pretrain_steps = max(m["step"] for m in metrics if m["phase"] == "pretrain")
+    finetune = [m for m in metrics if m["phase"] == "finetune"]
+    assert len(finetune[-1]["val_loss_by_source"]) == 2  # two fine-tuning sources, each its own curve
+    for phase, offset in (("pretrain", 0), ("finetune", pretrain_steps)):
+        records = [m for m in metrics if m["phase"] == phase]
+        logged = {f"{phase}/{key}": [m[key] for m in records] for key in ("train_loss", "val_loss", "lr", "tokens_per_s")}
+        for source in records[-1].get("val_loss_by_source", {}):
+            logged[f"{phase}/val_loss/{source}"] = [m["val_loss_by_source"][source] for m in records]
+        for tag, values in logged.items():  # TensorBoard keeps float32
+            expected = [(m["step"] + offset, np.float32(value)) for m, value in zip(records, values)]
+            assert [(event.step, event.value) for event in scalars.Scalars(tag)] == expected, tag
+
+    # add_hparams writes the hyperparameters to an event file of their own, in a folder below.
+    (hparams_dir,) = {path.parent for path in logs.glob("*/events.out.tfevents.*")}
+    content = EventAccumulator(str(hparams_dir))
+    content.Reload()
+    session = HParamsPluginData.FromString(content.PluginTagToContent("hparams")["_hparams_/session_start_info"])
+    hparams = session.session_start_info.hparams
+    stored = {key: getattr(value, value.WhichOneof("kind")) for key, value in hparams.items()}
+    config = json.loads((smoke_run / "train_config.json").read_text())
+    assert stored.keys() == trackers.flat_config(config).keys()
+    assert (stored["name"], stored["log_with"], stored["pretrain.lr"]) == ("smoke", "tensorboard", 3e-3)
+    assert json.loads(stored["finetune_sources"])[1]["weight"] == 0.5
+
+
+def test_a_missing_tracker_package_stops_the_run_before_it_starts(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.setitem(trackers._INSTALLED, "wandb", lambda: False)
+    assert main(["--config", SMOKE, "--out_dir", str(tmp_path / "run"), "--log_with", "wandb"]) == 2
+    assert "--log_with wandb needs the wandb package: pip install wandb" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nothing read, nothing written
+    assert main(["--config", SMOKE, "--out_dir", str(tmp_path / "run"), "--log_with", "mlflow"]) == 2
+    assert "log_with must be one of trackio, tensorboard, wandb" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -157,7 +203,8 @@ def test_two_processes_train_over_gloo(corpus_dir: Path, tmp_path: Path, smoke_r
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
     result = subprocess.run([*launch, str(ROOT / "train" / "train.py"),
-                             *smoke_args(corpus_dir, tmp_path / "run", tmp_path / "cache"), "--finetune.grad_accum", "2"],
+                             *smoke_args(corpus_dir, tmp_path / "run", tmp_path / "cache"),
+                             "--finetune.grad_accum", "2", "--log_with", "tensorboard"],
                             env=subprocess_env(), capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
@@ -167,6 +214,7 @@ def test_two_processes_train_over_gloo(corpus_dir: Path, tmp_path: Path, smoke_r
     rows = int(re.search(r"pretrain: .*?([\d,]+) rows of", result.stdout).group(1).replace(",", ""))
     assert single["pretrain"] == 2 * (rows // 4) and steps["pretrain"] == 2 * (rows // 2 // 4)
     assert result.stdout.count("run smoke finished") == 1  # the summary comes from the main process only
+    assert len(list((tmp_path / "run" / trackers.PROJECT).glob("events.out.tfevents.*"))) == 1  # and the tracker
     (checkpoint,) = [tmp_path / "run" / "checkpoint"]
     assert (checkpoint / "random_states_1.pkl").is_file()  # the second rank's RNG is checkpointed too
     StoryTeller.load(tmp_path / "run" / "model", fallback=False).tell("", seed=0)
@@ -235,15 +283,10 @@ def test_local_formats_read_the_same_stories(tmp_path: Path):
     assert len(data.load_source(Source(str(tmp_path), max_stories=3))) == 3  # a folder: every file, in name order
 
 
-def test_hub_ids_go_to_load_dataset_and_separator_rows_split_stories(monkeypatch):
-    rows = Dataset.from_dict({"text": ["Story one,", "line two.", "<|endoftext|>", "Story two.", "<|endoftext|>"]})
-    calls = []
-    monkeypatch.setattr(data, "load_dataset", lambda path, **kwargs: calls.append((path, kwargs)) or rows)
-    stories = data.load_source(Source("roneneldan/TinyStories", data_files="TinyStoriesV2-GPT4-valid.txt"))
-    assert list(stories["text"]) == ["Story one, line two.", "Story two."]
-    assert calls == [("roneneldan/TinyStories", {"data_files": "TinyStoriesV2-GPT4-valid.txt", "split": "train"})]
-    with pytest.raises(FileNotFoundError):
-        data.load_source(Source("./missing/horror.txt"))
+def test_a_missing_local_path_is_not_taken_for_a_hub_id():
+    for path in ("./missing/horror.txt", "missing/horror.txt", "/no/such/folder/"):
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            data.load_source(Source(path))
 
 
 def test_mojibake_table_restores_tinystories_v1_punctuation():

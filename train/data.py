@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 from datasets import Dataset, load_dataset
+from huggingface_hub import snapshot_download
 
 from horror.tokenizer import StoryTokenizer
 from train.run_config import Source
@@ -191,7 +192,7 @@ def _hub_stories(source: Source) -> Dataset:
     """A Hub dataset, e.g. roneneldan/TinyStories with data_files=TinyStoriesV2-GPT4-train.txt
     (one row per line, `<|endoftext|>` rows between stories) or a dataset with one story per row."""
     try:
-        rows = load_dataset(source.path, data_files=source.data_files, split="train")
+        rows = _load_hub_rows(source)
     except Exception as error:  # offline, no such dataset, gated, bad data_files ...
         raise ValueError(f"could not load the Hub dataset {source.path!r}: {str(error).splitlines()[0][:300]}") from error
     if "text" not in rows.column_names:
@@ -205,6 +206,26 @@ def _hub_stories(source: Source) -> Dataset:
     if source.max_stories:
         stories = (story for _, story in zip(range(source.max_stories), stories))
     return Dataset.from_dict({"text": list(stories)})
+
+
+def _load_hub_rows(source: Source) -> Dataset:
+    """`load_dataset` on the Hub id; offline, a dataset loaded with `data_files` comes from the Hub cache.
+
+    datasets names its cache of such a dataset after the files' resolved Hub URLs (commit included),
+    which it cannot resolve offline, so it never finds that cache again (huggingface/datasets#7551).
+    The downloaded files are in the Hub cache, though: offline, or with the Hub unreachable, they
+    are loaded from there."""
+    try:
+        return load_dataset(source.path, data_files=source.data_files, split="train")
+    except Exception as hub_error:
+        if source.data_files:
+            try:
+                folder = snapshot_download(source.path, repo_type="dataset", allow_patterns=source.data_files,
+                                           local_files_only=True)
+                return load_dataset(folder, data_files=source.data_files, split="train")
+            except Exception:
+                pass  # never downloaded, or not these files: the Hub's own error says more
+        raise hub_error
 
 
 def plain_text(story: str) -> str:
@@ -265,7 +286,7 @@ def build_corpus(sources: list[Source], val_fraction: float, seed: int) -> Corpu
                      if (f"{label}-{n}" if n > 1 else label) not in val_counts)
         val_counts[label] = len(source_val)
         unique.extend(source_train)
-        per_source.append({"source": source.path, "stories": len(documents), "weight": source.weight,
+        per_source.append({"source": source.path, "label": label, "stories": len(documents), "weight": source.weight,
                            "train_pieces": len(source_train), "val_pieces": len(source_val),
                            "train_words": sum(len(p.split()) for p in source_train)})
     if not train or not val:

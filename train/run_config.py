@@ -16,6 +16,7 @@ from horror.config import model_preset, reject_unknown_fields
 
 FORMATS = ("auto", "stories", "lines", "jsonl")
 SPLITS = ("hash", "train", "val")
+TRACKERS = ("trackio", "tensorboard", "wandb")  # what `log_with` accepts, through Accelerate
 
 
 @dataclass
@@ -111,6 +112,7 @@ class TrainConfig:
         default_factory=lambda: ["", "I heard my mother call my name from the kitchen.", "The new house was perfect."]
     )
     push_to_hub: str = ""  # a Hub repo id; the token comes from HF_TOKEN and is never printed
+    log_with: str = ""  # "" (metrics.jsonl and the PNG curves only) | trackio | tensorboard | wandb
 
     def __post_init__(self) -> None:
         for name in ("pretrain_sources", "finetune_sources"):
@@ -135,6 +137,8 @@ class TrainConfig:
             )
         if self.mixed_precision not in ("auto", "no", "bf16", "fp16"):
             raise ValueError(f"mixed_precision must be auto, no, bf16 or fp16, got {self.mixed_precision!r}")
+        if self.log_with and self.log_with not in TRACKERS:
+            raise ValueError(f"log_with must be one of {', '.join(TRACKERS)} (or empty), got {self.log_with!r}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1, got {self.checkpoint_every}")
         for name in ("pretrain", "finetune"):

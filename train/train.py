@@ -3,6 +3,7 @@
     accelerate launch train/train.py --config train/configs/seed-15m.json
     python train/train.py --config train/configs/cpu.json --pretrain.epochs 2   # any field: --field value
     python train/train.py --config train/configs/cpu.json --resume              # continue an interrupted run
+    python train/train.py --config train/configs/cpu.json --log_with tensorboard  # or trackio, wandb
 
 The shape is the Accelerate examples': build everything, `accelerator.prepare`, loop with
 `accelerator.accumulate` / `accelerator.backward`, `save_state` / `load_state` for checkpoints,
@@ -38,7 +39,7 @@ from horror.model import GPT  # noqa: E402
 from horror.model_folder import LoadedModel, ModelLoadError, load_model_folder  # noqa: E402
 from horror.storyteller import StoryTeller  # noqa: E402
 from horror.tokenizer import StoryTokenizer  # noqa: E402
-from train import data  # noqa: E402
+from train import data, trackers  # noqa: E402
 from train.export import ORIGINAL_SAMPLING, export_run, summary  # noqa: E402
 from train.hardware import training_precision  # noqa: E402
 from train.run_config import PhaseConfig, TrainConfig, load_config  # noqa: E402
@@ -370,6 +371,8 @@ def evaluate_and_log(name, phase, model, rows, cfg, accelerator, run_dir, state,
     if accelerator.is_main_process:
         with open(run_dir / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
+    steps = {phase_name: phase_state["step"] for phase_name, phase_state in state["phases"].items()}
+    accelerator.log(trackers.tracker_values(record), step=trackers.run_step(steps, name))
     bar.set_postfix(train=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
     if progress["best"] is None or val_loss < progress["best"]:
         progress["best"], progress["stale"] = val_loss, 0
@@ -427,12 +430,14 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     mixed = training_precision(cfg.mixed_precision)
+    trackers.require_tracker(cfg.log_with)
+    run_dir = cfg.run_dir
     # cpu=True on a machine without CUDA makes a multi-process launch (accelerate launch --multi_gpu,
     # or torchrun) use DDP over gloo; accelerate's own `--cpu` launcher starts one process only.
-    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(),
+                              log_with=cfg.log_with or None, project_dir=str(run_dir))
     if not accelerator.is_main_process:
         datasets.disable_progress_bars()
-    run_dir = cfg.run_dir
     checkpoint = find_checkpoint(run_dir)
     if resume and checkpoint is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}")
@@ -450,7 +455,10 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
         if not resume:  # leftovers of a run that died before its first checkpoint
             for stale in ("metrics.jsonl", "samples.txt", "tokenizer.json"):
                 (run_dir / stale).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / trackers.PROJECT, ignore_errors=True)  # TensorBoard's event files
         cfg.save(run_dir / "train_config.json")
+    accelerator.init_trackers(trackers.PROJECT, config=trackers.flat_config(cfg.to_dict()),
+                              init_kwargs=trackers.init_kwargs(cfg.name))
     set_seed(cfg.seed)
 
     # Data: every process reads it, so a bad source fails everywhere at once (never a hang).
