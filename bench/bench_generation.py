@@ -35,26 +35,12 @@ from horror.model_folder import load_model_folder  # noqa: E402
 from horror.native import NativeGPT  # noqa: E402
 from horror.sampling import choose_next_and_log_probs  # noqa: E402
 from horror.tokenizer import StoryTokenizer  # noqa: E402
+from train.hardware import describe_cpu  # noqa: E402
 
 PROMPT = "I heard my mother call my name from the kitchen."
 
 
 PT_SAMPLER = "int8-c/pt-sampler"  # the C decoder with PyTorch's sampler: timed with the cache only
-
-
-def describe_cpu() -> str:
-    """The CPU's name, family/model and L3 size, as Linux reports them: figures from different
-    machines differ several-fold (a Zen 1 with 8 MiB L3 vs a Zen 3 with 32 MiB), so say which."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-        level3 = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()
-    except OSError:
-        return "unknown CPU"
-    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, "
-            f"model {fields.get('model', '?')}), L3 {level3}")
 
 
 def load(args: argparse.Namespace) -> tuple[GPT, StoryTokenizer, str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from horror.config import MAX_BATCH_SIZE
-from horror.generation import sentence_ends
+from horror.generation import ends_with_sentence, sentence_ends
 
 MIN_WORDS = 4
 LOOP_N = 3  # a repeated 3-gram is a loop; 2-grams ("in the") repeat in good prose too
@@ -136,9 +136,8 @@ _SENTENCE_START = re.compile(r"^[\"'\u201c\u2018(\[]*[A-Z0-9]")
 def is_clean_chain_sentence(sentence: str) -> bool:
     """One sentence that starts and ends like a sentence and has no run-on artefacts."""
     text = sentence.strip()
-    ends = sentence_ends(text + " ")
-    return (bool(_SENTENCE_START.match(text)) and len(ends) == 1 and ends[0] >= len(text)
-            and not _CHAIN_ARTEFACT.search(text))
+    return (bool(_SENTENCE_START.match(text)) and len(sentence_ends(text + " ")) == 1
+            and ends_with_sentence(text) and not _CHAIN_ARTEFACT.search(text))
 
 
 def evaluate_chain(teller: Any, prompts: list[str], turns: int = 6, seed: int = 0) -> dict[str, Any]:

@@ -35,6 +35,13 @@ def sentence_ends(text: str) -> list[int]:
     return ends
 
 
+def ends_with_sentence(text: str) -> bool:
+    """True when `text` ends where a complete sentence ends (trailing whitespace aside)."""
+    text = text.rstrip()
+    ends = sentence_ends(text + " ")  # sentence_ends needs whitespace after the last sentence
+    return bool(ends) and ends[-1] == len(text)
+
+
 @dataclass
 class Generation:
     """One sample: the new tokens, their text, why it stopped and how likely the model found it."""

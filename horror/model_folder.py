@@ -90,14 +90,18 @@ def convert_model_folder(source: str | Path, destination: str | Path) -> Path:
 def update_generation_config(folder: str | Path, **changes: Any) -> GenerationConfig:
     """Change some of a model folder's default sampling settings (checked), keeping transformers' keys."""
     folder = Path(folder)
-    settings = GenerationConfig()
-    if (folder / GENERATION_CONFIG_FILE).is_file():
-        data = json.loads((folder / GENERATION_CONFIG_FILE).read_text())
-        settings = gpt2_format.from_transformers_generation_config(data)
-    settings = settings.replace(**changes)
+    settings = _read_generation_config(folder).replace(**changes)
     tokenizer = StoryTokenizer.load(folder / TOKENIZER_FILE)
     _write_json(folder / GENERATION_CONFIG_FILE, gpt2_format.to_transformers_generation_config(settings, tokenizer))
     return settings
+
+
+def _read_generation_config(folder: Path) -> GenerationConfig:
+    """The folder's default sampling settings (transformers' keys ignored); defaults when it has none."""
+    path = folder / GENERATION_CONFIG_FILE
+    if not path.is_file():
+        return GenerationConfig()
+    return gpt2_format.from_transformers_generation_config(json.loads(path.read_text()))
 
 
 def read_card_metadata(folder: Path) -> dict[str, Any]:
@@ -150,11 +154,8 @@ def load_model_folder(folder: str | Path, device: str | torch.device = "cpu") ->
         detail = lines[min(1, len(lines) - 1)][:300]
         raise ModelLoadError(f"{weights} does not match {CONFIG_FILE}: {detail}") from error
     model.to(device).eval()
-    generation_config = GenerationConfig()
-    if (folder / GENERATION_CONFIG_FILE).is_file():
-        try:
-            data = json.loads((folder / GENERATION_CONFIG_FILE).read_text())
-            generation_config = gpt2_format.from_transformers_generation_config(data)
-        except (ValueError, TypeError) as error:
-            raise ModelLoadError(f"{folder / GENERATION_CONFIG_FILE} is invalid: {error}") from error
+    try:
+        generation_config = _read_generation_config(folder)
+    except (ValueError, TypeError) as error:
+        raise ModelLoadError(f"{folder / GENERATION_CONFIG_FILE} is invalid: {error}") from error
     return LoadedModel(model, tokenizer, generation_config, folder, read_card_metadata(folder))

@@ -299,7 +299,8 @@ class StoryTeller:
             with self._lock:
                 result = generation.generate(self.sampling_model, self.tokenizer, prompt_ids, seed_settings)[0]
             story = self._story(prompt, result, time.perf_counter() - started)
-            if story.continuation and (result.finish_reason != "eos" or _ends_sentence(story.continuation)):
+            if story.continuation and (result.finish_reason != "eos"
+                                       or generation.ends_with_sentence(story.continuation)):
                 return story
         raise GenerationError("the model wrote no sentence; try again or change the settings")
 
@@ -333,12 +334,6 @@ class StoryTeller:
             settings = self.settings(stop_after_sentences=1, seed=rng.randrange(2**48), temperature=0.8)
             return self.tell("", settings).story
         return rng.choice(prompts)
-
-
-def _ends_sentence(text: str) -> bool:
-    """True when `text` ends with a complete sentence (the rule generation stops by)."""
-    ends = generation.sentence_ends(text + " ")
-    return bool(ends) and ends[-1] >= len(text.rstrip())
 
 
 def set_cpu_threads() -> None:

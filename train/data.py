@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import itertools
 import json
 import lzma
 import os
@@ -147,8 +146,12 @@ def _local_stories(path: Path, fmt: str) -> Iterator[str]:
 GLOB_CHARS = ("*", "?", "[")
 
 
+def _is_glob(path: str | Path) -> bool:
+    return any(char in str(path) for char in GLOB_CHARS)
+
+
 def _local_files(path: Path) -> list[Path]:
-    if any(char in str(path) for char in GLOB_CHARS):
+    if _is_glob(path):
         files = sorted(Path(p) for p in glob.glob(str(path)) if Path(p).is_file())
         if not files:
             raise FileNotFoundError(f"data source pattern {path} matches no files")
@@ -170,7 +173,7 @@ def load_source(source: Source) -> Dataset:
     """One source as a `datasets.Dataset` with a `text` column, one story (or document) per row.
     Documents of a source that will be chunked keep their paragraphs on separate lines."""
     path = Path(source.path).expanduser()
-    if path.exists() or any(char in source.path for char in GLOB_CHARS):
+    if path.exists() or _is_glob(source.path):
         stories = [s for file in _local_files(path) for s in _local_stories(file, source.format)]
         dataset = Dataset.from_dict({"text": stories})
     elif _looks_like_hub_id(source.path):
@@ -281,9 +284,10 @@ def build_corpus(sources: list[Source], val_fraction: float, seed: int) -> Corpu
         train.extend(source_train * int(whole))
         train.extend(rng.sample(source_train, int(round(fraction * len(source_train)))))
         val.extend(source_val)
-        label = source.label  # two sources with one label (two "stories.txt") get "stories", "stories-2"
-        label = next(f"{label}-{n}" if n > 1 else label for n in itertools.count(1)
-                     if (f"{label}-{n}" if n > 1 else label) not in val_counts)
+        label, n = source.label, 1  # two sources with one label (two "stories.txt"): "stories", "stories-2"
+        while label in val_counts:
+            n += 1
+            label = f"{source.label}-{n}"
         val_counts[label] = len(source_val)
         unique.extend(source_train)
         per_source.append({"source": source.path, "label": label, "stories": len(documents), "weight": source.weight,
@@ -339,21 +343,17 @@ def _write_token_cache(stories: list[str], tokenizer: StoryTokenizer, cache: Pat
     tmp = cache.parent / f"{cache.name}.{os.getpid()}.{random.randrange(1 << 30)}.tmp"
     tmp.mkdir()
     try:
-        lengths = np.zeros(len(stories), dtype=np.int64)
-        with open(tmp / "ids.bin", "wb") as out:
-            for start in range(0, len(stories), batch_size):
-                batch = stories[start:start + batch_size]
-                encoded = tokenizer.encode_batch([plain_text(s) for s in batch])  # parallel, in Rust
-                starts = [_start_id(s, tokenizer) for s in batch]
-                for i, ids in enumerate(encoded):
-                    lengths[start + i] = len(ids) + 2
-                flat = np.fromiter((t for first, ids in zip(starts, encoded) for t in (first, *ids, tokenizer.eos_id)),
-                                   dtype=dtype, count=int(lengths[start:start + len(encoded)].sum()))
-                out.write(flat.tobytes())
-        flat_ids = np.fromfile(tmp / "ids.bin", dtype=dtype)
-        np.save(tmp / "ids.npy", flat_ids)
-        (tmp / "ids.bin").unlink()
-        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths)]))
+        chunks, lengths = [], []
+        for start in range(0, len(stories), batch_size):
+            batch = stories[start:start + batch_size]
+            encoded = tokenizer.encode_batch([plain_text(s) for s in batch])  # parallel, in Rust
+            starts = [_start_id(s, tokenizer) for s in batch]
+            sizes = [len(ids) + 2 for ids in encoded]
+            chunks.append(np.fromiter((t for first, ids in zip(starts, encoded) for t in (first, *ids, tokenizer.eos_id)),
+                                      dtype=dtype, count=sum(sizes)))
+            lengths += sizes
+        np.save(tmp / "ids.npy", np.concatenate(chunks) if chunks else np.zeros(0, dtype))
+        np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]))
         try:
             os.rename(tmp, cache)  # atomic; fails if another process got there first, which is fine
         except OSError:

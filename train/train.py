@@ -175,11 +175,17 @@ def epoch_groups(num_rows: int, phase: PhaseConfig, seed: int, phase_index: int,
              for m in range(phase.grad_accum)] for s in range(steps)]
 
 
-def lm_loss(model: torch.nn.Module, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Mean next-token cross-entropy over the real targets: padding positions are ignored."""
+def token_losses(model: torch.nn.Module, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(rows, steps) next-token cross-entropy; 0 where the target is padding."""
     logits = model(batch[:, :-1])
     targets = batch[:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=pad_id)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=pad_id,
+                           reduction="none").view(targets.shape)
+
+
+def lm_loss(model: torch.nn.Module, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mean next-token cross-entropy over the real targets: padding positions are ignored."""
+    return token_losses(model, batch, pad_id).sum() / (batch[:, 1:] != pad_id).sum().clamp(min=1)
 
 
 def as_batch(rows: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -207,13 +213,10 @@ def evaluate(model, rows: np.ndarray, accelerator: Accelerator, pad_id: int, bat
     for start in range(0, len(indices), batch_size):
         chosen = indices[start:start + batch_size]
         batch = as_batch(rows[chosen], accelerator.device)
-        targets = batch[:, 1:]
-        logits = model(batch[:, :-1])
-        per_token = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
-                                    ignore_index=pad_id, reduction="none").view(targets.shape).double()
+        per_token = token_losses(model, batch, pad_id).double()
         row_group = torch.from_numpy(group_of_row[chosen]).to(accelerator.device)
         totals[:, 0].index_add_(0, row_group, per_token.sum(1))
-        totals[:, 1].index_add_(0, row_group, (targets != pad_id).sum(1).double())
+        totals[:, 1].index_add_(0, row_group, (batch[:, 1:] != pad_id).sum(1).double())
     totals = accelerator.reduce(totals, reduction="sum")
     model.train()
     overall = (totals[:, 0].sum() / totals[:, 1].sum().clamp(min=1)).item()
