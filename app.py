@@ -1,5 +1,5 @@
 """Two-Sentence Horror: the Gradio app (a Hugging Face Space). Layout and event wiring only;
-what the buttons do lives in horror.webapp, horror.chain and horror.storyteller.
+what the buttons do lives in horror.service, horror.chain and horror.views.
 
     python app.py                      # the bundled model on http://127.0.0.1:7860
     HORROR_MODEL=user/repo python app.py   # a Hub repo (or a folder); the bundled model if it fails
@@ -14,19 +14,30 @@ from pathlib import Path
 
 import gradio as gr
 
-from horror import webapp
+from horror import views
 from horror.chain import MAX_SENTENCE_CHARS, Chain
 from horror.config import MAX_NEW_TOKENS_LIMIT
-from horror.storyteller import MAX_PROMPT_CHARS, GenerationError, StoryTeller, set_cpu_threads
-from horror.webapp import MAX_BEST_OF, RateLimiter, StoryService
+from horror.errors import UserError
+from horror.exports import ChainExports
+from horror.ratelimit import RateLimiter, client_address, trusted_proxy_count
+from horror.service import MAX_BEST_OF, StoryService, person_turn, sampling_overrides
+from horror.share import share_query, shared_story
+from horror.storyteller import StoryTeller, set_cpu_threads
+from horror.text import MAX_PROMPT_CHARS, escape_html
 
 logger = logging.getLogger("horror.app")
 ASSETS = Path(__file__).resolve().parent / "assets"
 LOSS_CURVES = ASSETS / "loss_curves.png"
 CSS = (ASSETS / "app.css").read_text()
+JS = (ASSETS / "app.js").read_text()
 QUEUE_SIZE = int(os.environ.get("HORROR_QUEUE_SIZE", "64"))  # waiting requests beyond this are turned away
 CONCURRENCY = int(os.environ.get("HORROR_CONCURRENCY", "2"))  # a Space has 2 vCPUs; the model runs one step at a time
-TRUSTED_PROXIES = webapp.trusted_proxy_count()  # who may say, in X-Forwarded-For, who the caller is
+TRUSTED_PROXIES = trusted_proxy_count()  # who may say, in X-Forwarded-For, who the caller is
+# The chain is the person's own text kept in their own browser: the key only scrambles it there.
+BROWSER_SECRET = os.environ.get("HORROR_BROWSER_SECRET", "two-sentence-horror")
+# Runs in the browser before a story is told: scrolls to where the story appears (on a phone it is
+# below the fold) and passes the inputs through unchanged.
+SHOW_STORY = "(...inputs) => window.horror.showStory(inputs)"
 SORRY = "Something went wrong on our side. Please try again in a moment."
 
 
@@ -40,45 +51,54 @@ def dark_theme() -> gr.themes.Base:
     return theme
 
 
-def _gradio_error(error: Exception) -> gr.Error:
-    # Toasts render HTML, so messages (which may quote user text) are escaped.
-    if isinstance(error, gr.Error):
-        return error
-    if isinstance(error, (ValueError, GenerationError)):
-        return gr.Error(webapp.escape_html(str(error)), print_exception=False)
+# ----- errors: the person's mistakes are told plainly, ours are logged and apologised for -------
+def _message(error: Exception) -> str:
+    if isinstance(error, UserError):
+        return str(error)
     logger.error("unexpected error in a request", exc_info=error)
-    return gr.Error(SORRY, print_exception=False)
+    return SORRY
 
 
-def user_errors(handler: Callable) -> Callable:
-    """Show a handler's ValueError/GenerationError messages; log anything else and apologise."""
-    if inspect.isgeneratorfunction(handler):
+def toast_message(error: Exception) -> str:
+    """What a warning toast says about `error`: toasts render HTML and the message may quote the
+    person's own text, so it is escaped."""
+    return escape_html(_message(error))
+
+
+def warns(outputs: int) -> Callable[[Callable], Callable]:
+    """For page events: a failure is one warning toast, and every output stays as it was."""
+    def decorate(handler: Callable) -> Callable:
+        def warn(error: Exception) -> tuple:
+            gr.Warning(toast_message(error))
+            return tuple(gr.skip() for _ in range(outputs))
+
+        if inspect.isgeneratorfunction(handler):
+            @functools.wraps(handler)
+            def streaming(*args, **kwargs):
+                try:
+                    yield from handler(*args, **kwargs)
+                except Exception as error:
+                    yield warn(error)
+            return streaming
+
         @functools.wraps(handler)
-        def streaming(*args, **kwargs):
+        def calling(*args, **kwargs):
             try:
-                yield from handler(*args, **kwargs)
+                return handler(*args, **kwargs)
             except Exception as error:
-                raise _gradio_error(error) from None
-        return streaming
+                return warn(error)
+        return calling
+    return decorate
 
+
+def api_errors(handler: Callable) -> Callable:
+    """For API endpoints: the message as plain text (a client shows it; nothing renders HTML)."""
     @functools.wraps(handler)
     def calling(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except Exception as error:
-            raise _gradio_error(error) from None
-    return calling
-
-
-def warn_and_keep(handler: Callable) -> Callable:
-    """For chain steps: a failure becomes a friendly warning and leaves every output as it was."""
-    @functools.wraps(handler)
-    def calling(*args, **kwargs):
-        try:
-            return handler(*args, **kwargs)
-        except Exception as error:
-            gr.Warning(_gradio_error(error).message)
-            return tuple(gr.skip() for _ in range(6))
+            raise gr.Error(_message(error), print_exception=False) from None
     return calling
 
 
@@ -87,24 +107,39 @@ def client_of(request: gr.Request | None) -> str:
     if request is None:
         return "local"
     host = request.client.host if getattr(request, "client", None) else None
-    return webapp.client_address(dict(request.headers or {}), host, TRUSTED_PROXIES)
+    return client_address(dict(request.headers or {}), host, TRUSTED_PROXIES)
 
 
-def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None) -> gr.Blocks:
+def describe_api_parameters(endpoint: Callable, dependency: gr.events.Dependency, demo: gr.Blocks) -> None:
+    """Name each parameter on the API page and say what it is (from the endpoint's docstring),
+    instead of Gradio's "the 1st Api component"."""
+    parameters = list(inspect.signature(endpoint).parameters)
+    descriptions = gr.utils.get_function_description(endpoint)[1]
+    for name, block in zip(parameters, demo.fns[dependency["id"]].inputs):
+        block.label = name
+        block._api_info = {**block._api_info, "additional_description": descriptions.get(name, "")}
+
+
+def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None,
+               exports: ChainExports | None = None) -> gr.Blocks:
     """The whole app around one loaded StoryTeller (tests pass a tiny one)."""
     service = StoryService(teller, rate_limiter or RateLimiter.from_env())
+    exports = exports or ChainExports()
     info = teller.info()
     defaults = teller.generation_config
-    banner = webapp.banner_html(info)
 
-    # ----- handlers: Gradio values in, library calls, Gradio values out ---------------------------
-    @user_errors
+    # ----- story tab ------------------------------------------------------------------------------
+    @warns(outputs=5)
     def tell(prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed,
              request: gr.Request):
-        overrides = webapp.sampling_overrides(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                              repetition_penalty=repetition_penalty,
-                                              max_new_tokens=max_new_tokens, seed=seed)
-        yield from service.tell_views(prompt, best_of, overrides, client_of(request))
+        overrides = sampling_overrides(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                       repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens,
+                                       seed=seed)
+        for stories in service.tell(prompt, best_of, overrides, client=client_of(request)):
+            panel = views.story_panel(stories)
+            finished = stories[0].finish_reason is not None
+            query = share_query(stories[0], len(stories), overrides, info) if finished else ""
+            yield (*panel, query)
 
     def tell_again(prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens,
                    request: gr.Request):
@@ -112,87 +147,150 @@ def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None) -> 
         yield from tell(prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens,
                         None, request)
 
-    @user_errors
+    @warns(outputs=1)
     def random_prompt(model_written: bool, request: gr.Request) -> str:
-        return service.random_prompt(model_written, client_of(request))
+        if model_written:
+            return service.model_written_prompt(client=client_of(request))
+        return service.random_prompt()
 
-    def chain_outputs(chain: Chain, person_text=None) -> tuple:
-        state, chain_view, status, text_file, markdown_file = service.chain_views(chain)
-        return (state, chain_view, status, gr.DownloadButton(value=text_file, interactive=text_file is not None),
-                gr.DownloadButton(value=markdown_file, interactive=markdown_file is not None),
-                gr.skip() if person_text is None else person_text)
+    @warns(outputs=10)
+    def open_shared_story(request: gr.Request):
+        """A shared link's settings, put into the boxes (the page then tells the story)."""
+        shared = shared_story(dict(request.query_params) if request else {}, defaults)
+        if shared is None:
+            return tuple(gr.skip() for _ in range(10))
+        settings = shared.settings
+        if shared.revision and shared.revision != info.get("revision"):
+            gr.Info(f"This link was made with model revision {escape_html(shared.revision)}; this app serves "
+                    f"{escape_html(str(info.get('revision') or 'the bundled model'))}, so the story may differ.")
+        return (shared.prompt, shared.best_of, settings.temperature, settings.top_k, settings.top_p, settings.min_p,
+                settings.repetition_penalty, settings.max_new_tokens, str(shared.seed), True)
 
-    @user_errors
+    def tell_shared(opened, prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens,
+                    seed, request: gr.Request):
+        if not opened:  # an ordinary visit: nothing to tell yet
+            yield tuple(gr.skip() for _ in range(5))
+            return
+        yield from tell(prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed,
+                        request)
+
+    # ----- chain tab ------------------------------------------------------------------------------
+    def chain_outputs(chain: Chain, person_text=None, backup=None) -> tuple:
+        state, chain_view, status = views.chain_panel(chain, service.view_start(chain))
+        has_turns = bool(chain.turns)
+        return (state, chain_view, status, gr.Button(interactive=has_turns), gr.Button(interactive=has_turns),
+                gr.skip() if person_text is None else person_text, gr.skip() if backup is None else backup)
+
+    @warns(outputs=7)
     def add_person_sentence(state, text):
-        chain, rest = webapp.person_turn(Chain.from_dict(state), text)
+        chain, rest = person_turn(Chain.from_dict(state), text)
         if rest:
             gr.Info("One sentence per turn: the rest is waiting in the box for your next turn.", duration=5)
         return chain_outputs(chain, rest)
 
-    @warn_and_keep
+    @warns(outputs=7)
     def model_turn(state, request: gr.Request):
-        return chain_outputs(service.model_turn(Chain.from_dict(state), {}, client_of(request)))
+        return chain_outputs(service.model_turn(Chain.from_dict(state), {}, client=client_of(request)))
 
-    @warn_and_keep
+    @warns(outputs=7)
     def retry_model_turn(state, request: gr.Request):
-        return chain_outputs(service.retry_model_turn(Chain.from_dict(state), {}, client_of(request)))
+        return chain_outputs(service.retry_model_turn(Chain.from_dict(state), {}, client=client_of(request)))
 
-    @warn_and_keep
-    def undo(state):
-        return chain_outputs(Chain.from_dict(state).undo())
+    @warns(outputs=7)
+    def undo(state, backup):
+        chain = Chain.from_dict(state)
+        if not chain.turns and backup:  # undoing a reset brings the whole chain back
+            gr.Info("The chain is back.", duration=3)
+            return chain_outputs(Chain.from_dict(backup), backup={})
+        return chain_outputs(chain.undo())
 
-    @warn_and_keep
+    @warns(outputs=7)
+    def reset(state):
+        chain = Chain.from_dict(state)
+        if chain.turns:
+            gr.Info("Chain cleared. Press ↩️ Undo to bring it back.", duration=6)
+        return chain_outputs(Chain(), "", backup=chain.to_dict() if chain.turns else gr.skip())
+
+    @warns(outputs=7)
     def edit_sentence(state, number, text):
-        return chain_outputs(Chain.from_dict(state).edit(int(number or 0) - 1, text))
+        return chain_outputs(Chain.from_dict(state).edit(_sentence_index(number), text))
 
+    @warns(outputs=1)
     def sentence_at(state, number) -> str:
         sentences = Chain.from_dict(state).sentences
-        return sentences[int(number) - 1] if number and 1 <= int(number) <= len(sentences) else ""
+        index = _sentence_index(number)
+        return sentences[index] if 0 <= index < len(sentences) else ""
+
+    @warns(outputs=1)
+    def export(state, kind: str) -> str:
+        return str(exports.write(Chain.from_dict(state), kind))
 
     # ----- API endpoints (typed: gradio_client and the API page read the hints) --------------------
-    @user_errors
+    @api_errors
     def story(prompt: str = "", temperature: float | None = None, top_k: int | None = None,
               top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
               max_new_tokens: int | None = None, seed: int | None = None, request: gr.Request = None) -> dict:
-        """A two-sentence horror story continuing `prompt` (empty: the model writes its own opening)."""
-        overrides = webapp.sampling_overrides(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                              repetition_penalty=repetition_penalty,
-                                              max_new_tokens=max_new_tokens, seed=seed)
-        return service.story(prompt, overrides, client_of(request))
+        """A two-sentence horror story continuing `prompt` (empty: the model writes its own opening).
 
-    @user_errors
+        Parameters:
+            prompt: the first sentence; empty lets the model write its own
+            temperature: randomness, 0 (always the likeliest word) to 5; empty for the model's default
+            top_k: sample only from the k likeliest words (0 = off)
+            top_p: sample only from the likeliest words that together reach this probability (1 = off)
+            min_p: drop words less likely than this share of the likeliest one (0 = off)
+            repetition_penalty: above 1, words already used are less likely (1 = off)
+            max_new_tokens: the most word pieces to write
+            seed: a whole number; the same seed and settings tell the same story (empty = random)
+        """
+        overrides = sampling_overrides(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                                       repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, seed=seed)
+        return service.story(prompt, overrides, client=client_of(request))
+
+    @api_errors
     def chain_step(chain: list[str], temperature: float | None = None, seed: int | None = None,
                    request: gr.Request = None) -> str:
-        """The model's next sentence after a story chain: a list of sentences (or of
-        {"author", "sentence"} turns, or that as JSON)."""
-        overrides = webapp.sampling_overrides(temperature=temperature, seed=seed)
-        return service.chain_step(chain, overrides, client_of(request))
+        """The model's next sentence after a story chain.
 
-    @user_errors
+        Parameters:
+            chain: the sentences so far: a list of strings, or of {"author", "sentence"} turns, or that as JSON
+            temperature: randomness, 0 to 5; empty for the model's default
+            seed: a whole number; the same seed gives the same sentence (empty = random)
+        """
+        overrides = sampling_overrides(temperature=temperature, seed=seed)
+        return service.chain_step(chain, overrides, client=client_of(request))
+
+    @api_errors
     def score(text: str, prompt: str = "", request: gr.Request = None) -> dict:
-        """How likely the model finds `text` (after `prompt`, if given): confidence, perplexity, bits per byte."""
-        return service.score(text, prompt, client_of(request))
+        """How likely the model finds `text`: confidence, perplexity and bits per byte.
+
+        Parameters:
+            text: the story (or continuation) to score
+            prompt: an optional first sentence that `text` continues
+        """
+        return service.score(text, prompt, client=client_of(request))
 
     # ----- layout ---------------------------------------------------------------------------------
     with gr.Blocks(title="Two-Sentence Horror", fill_width=True, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("# 🕯️ Two-Sentence Horror", elem_id="title")
-        gr.Markdown("A small GPT, trained from scratch, writes a horror story in two sentences: "
-                    "an ordinary setup, then the twist.", elem_id="tagline")
-        gr.HTML(banner, visible=bool(banner), elem_id="banner")
+        gr.Markdown(views.tagline_markdown(info), elem_id="tagline")
+        gr.HTML(views.banner_html(info), visible=bool(views.banner_html(info)), elem_id="banner")
 
         with gr.Tab("Tell me a story", id="story"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=5):
-                    prompt = gr.Textbox(label="First sentence (optional)", lines=2, max_length=MAX_PROMPT_CHARS,
-                                        placeholder="Leave it empty and the model writes its own opening…")
+                    prompt = gr.Textbox(label="First sentence (optional)", lines=1, max_lines=4,
+                                        placeholder="Leave it empty and the model writes its own opening…",
+                                        info=f"Press Enter to generate · up to {MAX_PROMPT_CHARS:,} characters",
+                                        elem_id="prompt", elem_classes=["counted", f"max-{MAX_PROMPT_CHARS}"])
                     with gr.Row():
-                        random_button = gr.Button("🎲 Random prompt")
+                        random_button = gr.Button("🎲 Random prompt", elem_id="random-prompt")
                         model_written = gr.Checkbox(label="let the model write it", value=False)
                     with gr.Row():
-                        generate = gr.Button("Generate", variant="primary", scale=2)
-                        again = gr.Button("↻ Again", scale=1)
+                        generate = gr.Button("Generate", variant="primary", scale=2, elem_id="generate")
+                        again = gr.Button("↻ Again", scale=1, elem_id="again")
                     best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best of N",
-                                        info="1 streams one story; more writes N and ranks them by confidence")
+                                        info="1 streams one story; more writes N and ranks them by how sure "
+                                             "the model was (a seed then retells them only with the same N)")
                     with gr.Accordion("Advanced settings", open=False):
                         temperature = gr.Slider(0, max(2.0, defaults.temperature), value=defaults.temperature,
                                                 step=0.05, label="Temperature", info="0 = always the likeliest word")
@@ -209,82 +307,124 @@ def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None) -> 
                         seed = gr.Textbox(label="Seed", placeholder="blank = random", max_lines=1,
                                           value="" if defaults.seed is None else str(defaults.seed))
                 with gr.Column(scale=6):
-                    story_view = gr.HTML(webapp.story_html("", ""), elem_id="story-view", padding=False)
+                    story_view = gr.HTML(views.story_html("", ""), elem_id="story-view", padding=False)
                     stats = gr.Markdown(elem_id="story-stats")
+                    gr.Markdown(views.CONFIDENCE_HELP, elem_id="confidence-help")
                     ranked = gr.HTML(elem_id="ranked", padding=False)
-                    reuse_seed = gr.Button("📌 Reuse this story's seed", size="sm")
+                    with gr.Row(elem_id="story-actions"):
+                        reuse_seed = gr.Button("📌 Reuse this story's seed", size="sm", visible=False,
+                                               elem_id="reuse-seed")
+                        copy_link = gr.Button("🔗 Copy a link to this story", size="sm", visible=False,
+                                              elem_id="copy-link")
+                    share = gr.Textbox(visible=False, elem_id="share-query")
+                    share_link = gr.Textbox(label="Link to this story: it opens the app on this same story",
+                                            visible=False, buttons=["copy"], interactive=False, elem_id="share-link")
                     last_seed = gr.State(None)
-            gr.Examples([[p] for p in service.example_prompts(10)], inputs=[prompt],
-                        label="Try a first sentence", examples_per_page=10)
+                    opened_from_link = gr.State(False)
+            examples = gr.Dataset(components=[gr.Textbox(visible=False)], samples=[[p] for p in
+                                  service.example_prompts(10)], label="Try a first sentence (click to tell it)",
+                                  samples_per_page=10, elem_id="examples")
 
         with gr.Tab("Story chain", id="chain"):
             gr.Markdown("Take turns with the model, one sentence each. You can open, or let the model open; "
-                        "it always answers with exactly one sentence.")
-            chain_state = gr.State(None)
-            chain_view = gr.HTML(webapp.chain_html(Chain()), elem_id="chain-view")
-            chain_status = gr.Markdown(webapp.chain_status(Chain()), elem_id="chain-status")
+                        "it always answers with exactly one sentence, using the model's default settings "
+                        "(the Advanced settings apply to single stories only). Your chain is kept in this "
+                        "browser, so a reload does not lose it.")
+            chain_state = gr.BrowserState(None, storage_key="horror-chain", secret=BROWSER_SECRET)
+            reset_backup = gr.BrowserState({}, storage_key="horror-chain-before-reset", secret=BROWSER_SECRET)
+            chain_view = gr.HTML(views.chain_html(Chain()), elem_id="chain-view")
+            chain_status = gr.Markdown(views.chain_status(Chain()), elem_id="chain-status")
             with gr.Row():
                 person_text = gr.Textbox(label="Your sentence", placeholder="Write the next sentence and press Enter…",
-                                         max_length=MAX_SENTENCE_CHARS, scale=5, elem_id="person-sentence")
-                add = gr.Button("Add my sentence", variant="primary", scale=1, min_width=200)
-            with gr.Row():
-                model_button = gr.Button("🕯️ Model's turn")
-                retry = gr.Button("🔁 Retry model")
-                undo_button = gr.Button("↩️ Undo")
-                reset = gr.Button("🗑️ Reset")
+                                         info=f"Up to {MAX_SENTENCE_CHARS} characters", scale=5,
+                                         elem_id="person-sentence",
+                                         elem_classes=["counted", f"max-{MAX_SENTENCE_CHARS}"])
+                add = gr.Button("Add my sentence", variant="primary", scale=1, min_width=160)
+            with gr.Row(elem_id="chain-buttons"):
+                model_button = gr.Button("🕯️ Model's turn", min_width=120)
+                retry = gr.Button("🔁 Retry model", min_width=120)
+                undo_button = gr.Button("↩️ Undo", min_width=120)
             with gr.Accordion("Edit a sentence", open=False):
                 with gr.Row():
-                    edit_number = gr.Number(label="Sentence number", precision=0, minimum=1, scale=1)
-                    edit_text = gr.Textbox(label="New text", max_length=MAX_SENTENCE_CHARS, scale=4)
+                    edit_number = gr.Number(label="Sentence number", precision=0, scale=1)
+                    edit_text = gr.Textbox(label="New text", scale=4)
                     save_edit = gr.Button("Save edit", scale=1)
-            with gr.Row():
-                download_text = gr.DownloadButton("⬇️ Download as text", interactive=False)
-                download_markdown = gr.DownloadButton("⬇️ Download as Markdown", interactive=False)
+            with gr.Row(elem_id="chain-files"):
+                download_text = gr.Button("⬇️ Download as text", interactive=False, min_width=120)
+                download_markdown = gr.Button("⬇️ Download as Markdown", interactive=False, min_width=120)
+                reset_button = gr.Button("🗑️ Start over", variant="stop", min_width=120, elem_id="reset")
+            download_file = gr.DownloadButton(visible="hidden", elem_id="chain-download")
 
         with gr.Tab("About", id="about"):
-            gr.Markdown(webapp.about_markdown(info))
+            gr.Markdown(views.about_markdown(info))
             if LOSS_CURVES.is_file():
                 gr.Image(str(LOSS_CURVES), label="Loss curves (training and validation)", interactive=False)
             else:
                 gr.Markdown("*No loss curves yet: they appear here with a trained model.*")
-            gr.Markdown(webapp.API_HELP)
+            gr.Markdown(views.API_HELP)
 
         # ----- events (UI-only events are private: the API is /story, /chain_step and /score) ------
         story_inputs = [prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed]
-        story_outputs = [story_view, stats, ranked, last_seed]
+        story_outputs = [story_view, stats, ranked, last_seed, share]
+        shown_after_story = [reuse_seed, copy_link, share_link]
         for trigger in (generate.click, prompt.submit):
-            trigger(tell, story_inputs, story_outputs, api_visibility="private")
-        again.click(tell_again, story_inputs[:-1], story_outputs, api_visibility="private")
+            trigger(tell, story_inputs, story_outputs, js=SHOW_STORY, api_visibility="private")
+        again.click(tell_again, story_inputs[:-1], story_outputs, js=SHOW_STORY, api_visibility="private")
+        last_seed.change(lambda value: [gr.update(visible=value is not None)] * 3, last_seed, shown_after_story,
+                         api_visibility="private")
+        share.change(None, share, share_link, js="(query) => window.horror.shareLink(query)")
         reuse_seed.click(lambda value: "" if value is None else str(value), last_seed, seed, api_visibility="private")
-        random_button.click(random_prompt, model_written, prompt, api_visibility="private")
+        copy_link.click(None, share_link, None, js="(link) => window.horror.copy(link)")
+        # While a random prompt is on its way, Generate waits for it (else it would tell the old one).
+        random_button.click(lambda: [gr.Button(interactive=False)] * 2, None, [generate, again], queue=False,
+                            js="() => window.horror.holdGenerate()", api_visibility="private").then(
+            random_prompt, model_written, prompt, api_visibility="private").then(
+            lambda: [gr.Button(interactive=True)] * 2, None, [generate, again], queue=False, api_visibility="private")
+        examples.click(lambda sample: sample[0], examples, prompt, api_visibility="private").then(
+            tell, story_inputs, story_outputs, js=SHOW_STORY, api_visibility="private")
+        demo.load(open_shared_story, None, [*story_inputs, opened_from_link], api_visibility="private").then(
+            tell_shared, [opened_from_link, *story_inputs], story_outputs, api_visibility="private")
 
-        chain_panel = [chain_state, chain_view, chain_status, download_text, download_markdown, person_text]
+        chain_panel = [chain_state, chain_view, chain_status, download_text, download_markdown, person_text,
+                       reset_backup]
+        demo.load(lambda state: chain_outputs(Chain.from_dict(state)), chain_state, chain_panel,
+                  api_visibility="private")
         for trigger in (add.click, person_text.submit):
             trigger(add_person_sentence, [chain_state, person_text], chain_panel, api_visibility="private").success(
                 model_turn, chain_state, chain_panel, api_visibility="private")
         model_button.click(model_turn, chain_state, chain_panel, api_visibility="private")
         retry.click(retry_model_turn, chain_state, chain_panel, api_visibility="private")
-        undo_button.click(undo, chain_state, chain_panel, api_visibility="private")
-        reset.click(lambda: chain_outputs(Chain(), ""), None, chain_panel, api_visibility="private")
+        undo_button.click(undo, [chain_state, reset_backup], chain_panel, api_visibility="private")
+        reset_button.click(reset, chain_state, chain_panel, api_visibility="private")
         save_edit.click(edit_sentence, [chain_state, edit_number, edit_text], chain_panel, api_visibility="private")
         edit_number.change(sentence_at, [chain_state, edit_number], edit_text, api_visibility="private")
+        for button, kind in ((download_text, "txt"), (download_markdown, "md")):
+            button.click(functools.partial(export, kind=kind), chain_state, download_file,
+                         api_visibility="private").success(None, None, None, js="() => window.horror.startDownload()")
 
-        gr.api(story, api_name="story")
-        gr.api(chain_step, api_name="chain_step")
-        gr.api(score, api_name="score")
+        for endpoint in (story, chain_step, score):
+            describe_api_parameters(endpoint, gr.api(endpoint, api_name=endpoint.__name__), demo)
 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
 
 
+def _sentence_index(number) -> int:
+    """A 1-based sentence number from the box, as a 0-based index (-1 for blank or not a number)."""
+    try:
+        return int(number) - 1
+    except (TypeError, ValueError, OverflowError):
+        return -1
+
+
 def launch(demo: gr.Blocks, **options) -> tuple:
-    """Serve `demo` with the app's theme and CSS (Gradio 6 takes these at launch, not in Blocks).
-    show_error stays off: handlers turn every failure into a friendly gr.Error, never a traceback."""
+    """Serve `demo` with the app's theme, CSS and script (Gradio 6 takes these at launch).
+    show_error stays off: handlers turn every failure into a friendly message, never a traceback."""
     # Uvicorn believes X-Forwarded-For from any loopback peer by default, so a local caller could
     # name itself anything and dodge the rate limit; the app reads that header itself, trusting
-    # only $HORROR_TRUSTED_PROXIES hops (see webapp.client_address).
+    # only $HORROR_TRUSTED_PROXIES hops (see horror.ratelimit.client_address).
     os.environ.setdefault("FORWARDED_ALLOW_IPS", "")
-    return demo.launch(theme=dark_theme(), css=CSS, show_error=False, **options)
+    return demo.launch(theme=dark_theme(), css=CSS, js=JS, show_error=False, **options)
 
 
 if __name__ == "__main__":

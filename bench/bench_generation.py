@@ -18,24 +18,21 @@ import argparse
 import math
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from horror import generation  # noqa: E402
-from horror.config import GenerationConfig, model_preset  # noqa: E402
-from horror.inference import is_quantized, prepare_for_inference  # noqa: E402
-from horror.model import GPT  # noqa: E402
-from horror.model_folder import load_model_folder  # noqa: E402
-from horror.native import NativeGPT  # noqa: E402
-from horror.sampling import choose_next_and_log_probs  # noqa: E402
-from horror.tokenizer import StoryTokenizer  # noqa: E402
-from train.hardware import describe_cpu  # noqa: E402
+from horror import generation
+from horror.config import GenerationConfig, model_preset
+from horror.hub import BUNDLED_MODEL_DIR
+from horror.inference import is_quantized, prepare_for_inference
+from horror.model import GPT
+from horror.model_folder import load_model_folder
+from horror.native import NativeGPT
+from horror.sampling import choose_next_and_log_probs
+from horror.tokenizer import StoryTokenizer
+from train.hardware import describe_cpu
 
 PROMPT = "I heard my mother call my name from the kitchen."
 
@@ -47,7 +44,7 @@ def load(args: argparse.Namespace) -> tuple[GPT, StoryTokenizer, str]:
     if args.model:
         loaded = load_model_folder(args.model)
         return loaded.model, loaded.tokenizer, args.model
-    tokenizer = StoryTokenizer.load(ROOT / "assets" / "model" / "tokenizer.json")
+    tokenizer = StoryTokenizer.load(BUNDLED_MODEL_DIR / "tokenizer.json")
     torch.manual_seed(0)
     return GPT(model_preset(args.preset)).eval(), tokenizer, f"{args.preset} (random weights)"
 

@@ -18,19 +18,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import statistics
-import sys
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from horror.config import model_preset  # noqa: E402
-from horror.model import GPT  # noqa: E402
-from train.hardware import describe_cpu, has_native_bf16  # noqa: E402
-from train.train import lm_loss, param_groups  # noqa: E402
+from horror.config import model_preset
+from horror.model import GPT
+from train.hardware import describe_cpu, has_native_bf16
+from train.train import lm_loss, param_groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +72,7 @@ def time_setting(setting: Setting, preset: str, vocab: int, steps: int, warmup: 
                                   **({"fused": True} if setting.adamw == "fused" else {"foreach": True}))
     batch = torch.randint(4, vocab, (setting.batch, setting.context + 1), device=device)
     seconds = []
-    for step in range(warmup + (3 if setting.compile else 0) + steps):
+    for _ in range(warmup + (3 if setting.compile else 0) + steps):
         _synchronize(device)
         started = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16) if setting.bf16 else nullcontext():

@@ -13,13 +13,10 @@ import argparse
 import gc
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from horror.storyteller import StoryTeller  # noqa: E402
+from horror.storyteller import StoryTeller
 
 MIB = 1 << 20
 PROMPTS = ["I heard my mother call my name from the kitchen.", "The new house was perfect.", ""]
@@ -87,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     teller = StoryTeller.load(args.model)
     print(measure_teller(teller, args.requests, args.warmup, args.max_new_tokens).summary(), flush=True)
     if args.api:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from load import running_app
+        from bench.load import running_app
 
         with running_app(args.model) as (url, pid):
             print(measure_api(url, pid, args.requests, args.warmup, args.max_new_tokens).summary())

@@ -21,8 +21,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from horror.errors import GenerationError
 from horror.model_folder import ModelLoadError, convert_model_folder
-from horror.storyteller import GenerationError, StoryTeller
+from horror.storyteller import StoryTeller
 
 # generate's sampling flags; None (not given) keeps the model's generation_config value.
 SETTING_FLAGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
@@ -32,7 +33,7 @@ _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f\s]+")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m horror", description="Two-Sentence Horror")
+    parser = argparse.ArgumentParser(prog="horror", description="Two-Sentence Horror")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_model(sub: argparse.ArgumentParser) -> None:

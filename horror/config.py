@@ -13,6 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from horror.errors import UserError
+
 T = TypeVar("T")
 
 # Bounds on every size a user controls (UI sliders, API calls, CLI flags).
@@ -79,7 +81,7 @@ class ModelConfig:
         return {"model_type": "horror-gpt", **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         if isinstance(data, dict):
             data = {k: v for k, v in data.items() if k != "model_type"}
         return _from_dict(cls, data, "model config")
@@ -88,7 +90,7 @@ class ModelConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "ModelConfig":
+    def load(cls, path: str | Path) -> ModelConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
@@ -121,20 +123,20 @@ def model_preset(name: str, **overrides: Any) -> ModelConfig:
 
 def _check_number(name: str, value: Any, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a number, got {value!r}")
+        raise UserError(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+        raise UserError(f"{name} must be a finite number, got {value!r}")
     if not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+        raise UserError(f"{name} must be in [{low}, {high}], got {value!r}")
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise UserError(f"{name} must be an integer, got {value!r}")
     if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value!r}")
+        raise UserError(f"{name} must be between {low} and {high}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ class GenerationConfig:
         """Raise ValueError naming the first setting that is out of range."""
         _check_number("temperature", self.temperature, 0.0, 5.0)
         if 0 < self.temperature < MIN_TEMPERATURE:
-            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}, "
+            raise UserError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}, "
                              f"got {self.temperature!r}")
         _check_int("top_k", self.top_k, 0, MAX_TOP_K)
         _check_number("top_p", self.top_p, MIN_TOP_P, 1.0)
@@ -172,31 +174,31 @@ class GenerationConfig:
         if self.stop_after_sentences is not None:
             _check_int("stop_after_sentences", self.stop_after_sentences, 1, 64)
         if not isinstance(self.allow_eos, bool):
-            raise ValueError(f"allow_eos must be true or false, got {self.allow_eos!r}")
+            raise UserError(f"allow_eos must be true or false, got {self.allow_eos!r}")
         # Normalise integral floats that came from JSON or sliders (e.g. top_k=30.0).
         for name in ("top_k", "no_repeat_ngram_size", "max_new_tokens", "seed", "stop_after_sentences"):
             value = getattr(self, name)
             if isinstance(value, float):
                 object.__setattr__(self, name, int(value))
 
-    def replace(self, **changes: Any) -> "GenerationConfig":
+    def replace(self, **changes: Any) -> GenerationConfig:
         """A copy with some settings changed; None values are ignored (keep the default)."""
         changes = {k: v for k, v in changes.items() if v is not None}
         unknown = sorted(set(changes) - {f.name for f in fields(self)})
         if unknown:
-            raise ValueError(f"unknown generation setting(s) {unknown}")
+            raise UserError(f"unknown generation setting(s) {unknown}")
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "GenerationConfig":
+    def from_dict(cls, data: dict[str, Any]) -> GenerationConfig:
         return _from_dict(cls, data, "generation config")
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "GenerationConfig":
+    def load(cls, path: str | Path) -> GenerationConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))

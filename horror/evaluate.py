@@ -3,7 +3,7 @@
 Words are lower-cased runs of letters/digits (apostrophes inside a word kept: "don't"), so
 punctuation and case never make two n-grams differ.
 
-- well-formed: the continuation is exactly one complete sentence by `generation.sentence_ends`
+- well-formed: the continuation is exactly one complete sentence by `text.sentence_ends`
   (ending in . ! ? or …, optionally followed by closing quotes/brackets), has at least 4 words,
   and has no loop: no word 3-gram occurs twice in it.
 - novelty: share of continuations that share no word 8-gram with any training story.
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from horror.config import MAX_BATCH_SIZE
-from horror.generation import ends_with_sentence, sentence_ends
+from horror.text import ends_with_sentence, sentence_ends
 
 MIN_WORDS = 4
 LOOP_N = 3  # a repeated 3-gram is a loop; 2-grams ("in the") repeat in good prose too

@@ -8,38 +8,17 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 
 from horror.config import MAX_BATCH_SIZE, GenerationConfig
+from horror.engine import Engine, TorchEngine
 from horror.model import GPT, KVCache
 from horror.sampling import choose_next_and_log_probs
+from horror.text import sentence_ends
 from horror.tokenizer import StoryTokenizer
-
-# A sentence ends at a run of . ! ? or … (plus closing quotes/brackets) followed by whitespace.
-_SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)")
-_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "mt"}
-
-
-def sentence_ends(text: str) -> list[int]:
-    """Offsets just past each complete sentence in `text` (a sentence needs whitespace after it)."""
-    ends = []
-    for match in _SENTENCE_END.finditer(text):
-        word_before = re.search(r"(\w+)$", text[: match.start()])
-        if match.group().startswith(".") and word_before and word_before.group(1).lower() in _ABBREVIATIONS:
-            continue
-        ends.append(match.end())
-    return ends
-
-
-def ends_with_sentence(text: str) -> bool:
-    """True when `text` ends where a complete sentence ends (trailing whitespace aside)."""
-    text = text.rstrip()
-    ends = sentence_ends(text + " ")  # sentence_ends needs whitespace after the last sentence
-    return bool(ends) and ends[-1] == len(text)
 
 
 @dataclass
@@ -77,14 +56,23 @@ def _check_prompt(prompt_ids: list[int], vocab_size: int) -> None:
         raise ValueError(f"prompt token ids must be in [0, {vocab_size}), got {min(prompt_ids)}..{max(prompt_ids)}")
 
 
-def _make_generator(seed: int | None) -> tuple[torch.Generator, int]:
-    if seed is None:
-        seed = int.from_bytes(os.urandom(6), "little")
-    return torch.Generator().manual_seed(seed), seed
+def new_seed() -> int:
+    """A fresh random seed (48 bits: below MAX_SEED, and easy to copy from the page)."""
+    return int.from_bytes(os.urandom(6), "little")
+
+
+def with_seed(settings: GenerationConfig) -> GenerationConfig:
+    """`settings` with a seed: its own, else a fresh one (so every story can be told again)."""
+    return settings if settings.seed is not None else settings.replace(seed=new_seed())
+
+
+def _engine(model: Engine | GPT) -> Engine:
+    # A bare GPT (training samples, tests) draws with the PyTorch sampler.
+    return TorchEngine(model, choose_next_and_log_probs) if isinstance(model, GPT) else model
 
 
 def generate_steps(
-    model: GPT,
+    model: Engine | GPT,
     tokenizer: StoryTokenizer,
     prompt_ids: list[int],
     settings: GenerationConfig,
@@ -95,22 +83,19 @@ def generate_steps(
 
     The caller reads the final row states for the results; `generate` and `stream` wrap this.
     """
-    _check_prompt(prompt_ids, model.config.vocab_size)
+    engine = _engine(model)
+    _check_prompt(prompt_ids, engine.config.vocab_size)
     if not 1 <= num_samples <= MAX_BATCH_SIZE:
         raise ValueError(f"num_samples must be between 1 and {MAX_BATCH_SIZE}, got {num_samples}")
-    context_length = model.config.context_length
+    context_length = engine.config.context_length
     # Keep the prompt's most recent tokens so prompt + new tokens fit the window.
     keep = max(context_length - settings.max_new_tokens, context_length // 2)
     prompt_ids = prompt_ids[-keep:]
-    device = model.token_embedding.weight.device
-    generator, _ = _make_generator(settings.seed)
+    generator = torch.Generator().manual_seed(with_seed(settings).seed)
     rows = [_RowState() for _ in range(num_samples)]
-    tokens = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=device)
+    tokens = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=engine.device)
     cache: KVCache | None = None
     pending = tokens  # what the model has not seen yet
-    # An engine may bring its own sampler (the C decoder does: one call instead of ~15 PyTorch
-    # ops per token); it draws the same tokens as horror.sampling's.
-    choose = getattr(model, "choose_next", choose_next_and_log_probs)
 
     for _ in range(settings.max_new_tokens):
         # Inference mode is per thread and would stay on in the caller's thread while this
@@ -120,12 +105,12 @@ def generate_steps(
                 if cache is None or cache.length + pending.shape[1] > context_length:
                     # (Re)fill a fresh cache from the most recent half window when it is full.
                     pending = tokens[:, -keep:] if cache is None else tokens[:, -(context_length // 2):]
-                    cache = model.new_cache(num_samples)
-                logits = model(pending, cache, last_only=True)[:, -1, :]
+                    cache = engine.new_cache(num_samples)
+                logits = engine.forward(pending, cache, last_only=True)[:, -1, :]
             else:
-                logits = model(tokens[:, -context_length:], last_only=True)[:, -1, :]
-            next_ids, log_probs = choose(logits.float(), tokens[:, -context_length:], settings, generator,
-                                         tokenizer.eos_id)
+                logits = engine.forward(tokens[:, -context_length:], last_only=True)[:, -1, :]
+            next_ids, log_probs = engine.choose_next(logits.float(), tokens[:, -context_length:], settings,
+                                                     generator, tokenizer.eos_id)
             _update_rows(rows, next_ids.tolist(), log_probs.tolist(), tokenizer, settings)
             tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
             pending = next_ids[:, None]
@@ -173,7 +158,7 @@ def _finish(row: _RowState, tokenizer: StoryTokenizer, seed: int) -> Generation:
 
 
 def generate(
-    model: GPT,
+    model: Engine | GPT,
     tokenizer: StoryTokenizer,
     prompt_ids: list[int],
     settings: GenerationConfig,
@@ -181,23 +166,20 @@ def generate(
     use_cache: bool = True,
 ) -> list[Generation]:
     """Sample `num_samples` continuations of `prompt_ids` (one batch) and return them."""
-    if settings.seed is None:
-        settings = settings.replace(seed=_make_generator(None)[1])
-    rows: list[_RowState] = []
-    for _, rows in generate_steps(model, tokenizer, prompt_ids, settings, num_samples, use_cache):
-        pass
+    settings = with_seed(settings)
+    # Run to the end: the last step's row states hold the results.
+    *_, (_, rows) = generate_steps(model, tokenizer, prompt_ids, settings, num_samples, use_cache)
     return [_finish(row, tokenizer, settings.seed) for row in rows]
 
 
 def stream(
-    model: GPT,
+    model: Engine | GPT,
     tokenizer: StoryTokenizer,
     prompt_ids: list[int],
     settings: GenerationConfig,
 ) -> Iterator[str | Generation]:
     """Yield the continuation's text as it grows (always whole characters), then the Generation."""
-    if settings.seed is None:
-        settings = settings.replace(seed=_make_generator(None)[1])
+    settings = with_seed(settings)
     rows: list[_RowState] = []
     shown = ""
     for _, rows in generate_steps(model, tokenizer, prompt_ids, settings, 1):

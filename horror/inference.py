@@ -7,8 +7,11 @@ run them, best first:
 
 1. the C decoder (horror/native.py): the whole forward pass in one call, no per-op overhead;
 2. PyTorch with fbgemm's dynamic-quantized matmul (`Int8Linear`), where the C decoder cannot
-   be built (no compiler, not x86-64 with AVX2) or $HORROR_NATIVE=0.
+   be built (no compiler, not x86-64 with AVX2) or $HORROR_NATIVE=0. It uses
+   `torch.ops.quantized`, which PyTorch plans to move out to torchao: where those kernels are
+   missing, the PyTorch engine runs the fp32 weights instead.
 
+Either way the result is an engine (horror.engine) with the PyTorch sampler passed in.
 Quantization happens at load time only: model files stay fp32 safetensors, and the fp32 model is
 what scoring and saving use.
 """
@@ -23,8 +26,10 @@ import warnings
 import torch
 import torch.nn as nn
 
+from horror.engine import Engine, TorchEngine
 from horror.model import GPT
 from horror.native import NativeGPT, NativeUnavailable
+from horror.sampling import choose_next_and_log_probs
 
 logger = logging.getLogger(__name__)
 QUANTIZE_ENV_VAR = "HORROR_QUANTIZE"
@@ -101,25 +106,25 @@ def quantize_int8(model: GPT) -> GPT:
     return model
 
 
-def describe_engine(model: nn.Module) -> str:
-    """How a prepared model runs, for `horror info` and the app's About tab."""
-    if isinstance(model, NativeGPT):
+def describe_engine(engine: nn.Module) -> str:
+    """How a prepared engine runs, for `horror info` and the app's About tab."""
+    if isinstance(engine, NativeGPT):
         return "int8 weights, C decoder and sampler"
-    if is_quantized(model):
+    if is_quantized(engine):
         return "int8 weights, PyTorch (fbgemm)"
-    return f"{next(model.parameters()).dtype} weights, PyTorch".replace("torch.", "")
+    return f"{next(engine.parameters()).dtype} weights, PyTorch".replace("torch.", "")
 
 
 def prepare_for_inference(
     model: GPT, quantize: bool | None = None, device: str = "cpu", native: bool | None = None
-) -> GPT | NativeGPT:
-    """A copy of `model` to sample from: eval mode, no dropout calls, int8 on CPU unless turned off.
+) -> Engine:
+    """An engine to sample from `model`: eval mode, no dropout calls, int8 on CPU unless turned off.
 
     `quantize=None` follows $HORROR_QUANTIZE, `native=None` follows $HORROR_NATIVE (both default
     on): int8 runs in the C decoder where it builds, else in PyTorch. `model` is left untouched."""
     if str(device) == "cpu" and quantization_enabled(quantize) and _choice(native, NATIVE_ENV_VAR):
         try:
-            return NativeGPT(model).eval()
+            return NativeGPT(model, choose_next_and_log_probs).eval()
         except NativeUnavailable as error:
             logger.warning("C decoder unavailable (%s); using PyTorch's int8 kernels", error)
     model = copy.deepcopy(model).eval()
@@ -129,5 +134,5 @@ def prepare_for_inference(
             if isinstance(child, nn.Dropout):
                 setattr(module, name, nn.Identity())
     if str(device) == "cpu" and quantization_enabled(quantize):
-        return quantize_int8(model)
-    return model
+        model = quantize_int8(model)
+    return TorchEngine(model, choose_next_and_log_probs).eval()

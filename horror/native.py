@@ -1,10 +1,9 @@
-"""The C decoder (horror/csrc/): build it, load it, and wrap it as a drop-in GPT.
+"""The C decoder (horror/csrc/): build it, load it, and wrap it as an engine (horror.engine).
 
-`NativeGPT(model)` quantizes a trained GPT's Linear weights to int8 (one scale per output row)
-and runs every forward pass as one C call, so `generation.generate` uses it exactly as it uses
-a GPT: `model(token_ids, cache, last_only)`, `model.new_cache(batch)`, `model.config`. It also
-brings its own sampler, `choose_next` (sampler.c): the same draws as horror.sampling's, one
-call per token instead of ~15 PyTorch ops.
+`NativeGPT(model, fallback_sampler)` quantizes a trained GPT's Linear weights to int8 (one scale
+per output row) and runs every forward pass as one C call. Its `choose_next` is the C sampler
+(sampler.c): the same draws as horror.sampling's, one call per token instead of ~15 PyTorch ops;
+settings it does not cover go to `fallback_sampler`, which its maker passes in.
 
 The C files are compiled once per machine with the system compiler (`cc`, or $CC) into a shared
 library cached under ~/.cache/two-sentence-horror/native (or $HORROR_NATIVE_CACHE), keyed by a
@@ -29,8 +28,8 @@ import torch
 import torch.nn as nn
 
 from horror.config import GenerationConfig
+from horror.engine import Sampler
 from horror.model import GPT, KVCache
-from horror.sampling import choose_next_and_log_probs
 
 SOURCE_DIR = Path(__file__).with_name("csrc")
 SOURCES = (SOURCE_DIR / "decoder.c", SOURCE_DIR / "sampler.c")
@@ -52,6 +51,10 @@ _NOTHING_TO_CHOOSE = 3  # horror_choose_next: every token of a row is banned
 
 class NativeUnavailable(RuntimeError):
     """The C decoder cannot run here; the message says why."""
+
+
+class NativeError(RuntimeError):
+    """The C decoder or sampler refused a call: a fault in this program, never the person's."""
 
 
 class _Layer(ctypes.Structure):
@@ -169,18 +172,18 @@ def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class NativeGPT(nn.Module):
-    """A GPT whose forward pass runs in C with int8 weights. Inference only; never saved.
+    """An engine whose forward pass runs in C with int8 weights. Inference only; never saved.
 
     Holds its own copies of the weights (int8 Linears; float32 embeddings and LayerNorms), so
     the model it was made from may change or be freed afterwards."""
 
-    def __init__(self, model: GPT):
+    def __init__(self, model: GPT, fallback_sampler: Sampler):
         super().__init__()
         self._library = load_library()
+        self.fallback_sampler = fallback_sampler
         config = self.config = model.config
         if config.d_model % config.n_heads:
             raise NativeUnavailable("d_model must be a multiple of n_heads")
-        # Kept as a module, as in GPT: generation reads the model's device from it.
         self.token_embedding = nn.Embedding.from_pretrained(model.token_embedding.weight.detach().float().cpu().clone())
         self._tensors: list[torch.Tensor] = []  # everything the C structs point into, kept alive
 
@@ -211,6 +214,10 @@ class NativeGPT(nn.Module):
             self._layers,
         )
 
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
     def new_cache(self, batch_size: int, capacity: int | None = None) -> KVCache:
         return KVCache(self.config, batch_size, torch.device("cpu"), torch.float32, capacity)
 
@@ -240,7 +247,7 @@ class NativeGPT(nn.Module):
                 tokens.data_ptr(), batch, steps, start, int(last_only), logits.data_ptr(), threads or share,
             )
         if status:
-            raise ValueError(f"C decoder: {_ERRORS.get(status, f'error {status}')}")
+            raise NativeError(f"C decoder: {_ERRORS.get(status, f'error {status}')}")
         cache.length += steps
         return logits
 
@@ -252,13 +259,13 @@ class NativeGPT(nn.Module):
         generator: torch.Generator | None,
         eos_id: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """sampling.choose_next_and_log_probs in one C call: the next token id per row (B,) and
-        its log-probability under `logits` (B, V). Settings sampler.c does not cover (no top-k,
-        an n-gram block), or a row with every token banned, go to the PyTorch sampler."""
+        """The Sampler contract in one C call: the next token id per row (B,) and its
+        log-probability under `logits` (B, V). Settings sampler.c does not cover (no top-k, an
+        n-gram block), or a row with every token banned, go to the fallback sampler."""
         batch, vocab = logits.shape
         sampling = settings.temperature > 0
         if settings.no_repeat_ngram_size > 0 or (sampling and not 0 < settings.top_k < vocab):
-            return choose_next_and_log_probs(logits, context, settings, generator, eos_id)
+            return self.fallback_sampler(logits, context, settings, generator, eos_id)
         logits = logits.detach().to("cpu", torch.float32).contiguous()
         context = context.detach().to("cpu", torch.int64).contiguous()
         noise = None
@@ -277,9 +284,9 @@ class NativeGPT(nn.Module):
         if status == _NOTHING_TO_CHOOSE:  # PyTorch's rule decides, from the same random state
             if sampling:
                 random_source.set_state(state_before)
-            return choose_next_and_log_probs(logits, context, settings, generator, eos_id)
+            return self.fallback_sampler(logits, context, settings, generator, eos_id)
         if status:
-            raise ValueError(f"C sampler: {_ERRORS.get(status, f'error {status}')}")
+            raise NativeError(f"C sampler: {_ERRORS.get(status, f'error {status}')}")
         return chosen, log_probs
 
     def extra_repr(self) -> str:

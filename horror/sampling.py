@@ -135,8 +135,7 @@ def choose_next_and_log_probs(
     eos_id: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The next token id per row (B,), as `choose_next`, and its log-probability under the raw
-    `logits` (what a story's confidence is made of). The C decoder has a one-call version of
-    this (horror.native.NativeGPT.choose_next) that draws the same tokens."""
+    `logits` (what a story's confidence is made of): the PyTorch engine's sampler."""
     next_ids = choose_next(logits, context, settings, generator, eos_id)
     log_probs = torch.log_softmax(logits.float(), dim=-1).gather(1, next_ids[:, None]).squeeze(1)
     return next_ids, log_probs

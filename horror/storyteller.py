@@ -1,8 +1,8 @@
 """StoryTeller: the one wrapper the app, the CLI, the benchmarks and the trainer use.
 
 It resolves where the model comes from (Hub / folder / bundled, with fallback), cleans and
-bounds user text, and runs the shared `generate`/`stream`/`score` path under a lock so
-concurrent requests are safe.
+bounds user text (here, once: callers pass what the person typed), and runs the shared
+`generate`/`stream`/`score` path under a lock so concurrent requests are safe.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-import re
 import threading
 import time
-import unicodedata
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,36 +20,19 @@ from typing import Any
 import torch
 
 from horror import generation
+from horror.chain import window_start
 from horror.config import MAX_BATCH_SIZE, GenerationConfig, ModelConfig
-from horror.inference import describe_engine, prepare_for_inference
+from horror.errors import GenerationError, UserError
 from horror.hub import BUNDLED_MODEL_DIR, ModelSource, resolve_model_source
+from horror.inference import describe_engine, prepare_for_inference
 from horror.model_folder import LoadedModel, ModelLoadError, load_model_folder
+from horror.text import MAX_PROMPT_CHARS, clean_text, count_sentences, ends_with_sentence, one_line
 
 logger = logging.getLogger(__name__)
 
-MAX_PROMPT_CHARS = 1000  # a first sentence, or one chain turn
 MAX_SCORE_CHARS = 20_000
 STORY_SENTENCES = 2  # a two-sentence horror story: the setup, then the twist
 PROMPTS_FILE = BUNDLED_MODEL_DIR.parent / "prompts.txt"
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
-
-
-class GenerationError(RuntimeError):
-    """The model could not produce what was asked (e.g. no sentence after several tries)."""
-
-
-def clean_text(text: Any, what: str = "prompt", limit: int = MAX_PROMPT_CHARS) -> str:
-    """User text made safe for the model: control characters and lone surrogates removed,
-    whitespace collapsed. Raises ValueError for non-text or text over `limit` characters."""
-    if text is None:
-        return ""
-    if not isinstance(text, str):
-        raise ValueError(f"{what} must be text, got {type(text).__name__}")
-    if len(text) > limit:
-        raise ValueError(f"{what} is {len(text):,} characters long; the limit is {limit:,}")
-    text = text.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates -> '?'
-    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in text)
-    return re.sub(r"\s+", " ", text).strip()
 
 
 @dataclass
@@ -63,7 +44,7 @@ class Story:
     new_tokens: int
     seconds: float
     seed: int | None
-    finish_reason: str
+    finish_reason: str | None  # "eos", "length" or "sentences"; None while it is still being written
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,7 +87,7 @@ class StoryTeller:
         self.model = loaded.model  # fp32: scoring reports exact likelihoods
         # What sampling runs on: int8 on CPU (in the C decoder where it builds) unless
         # quantize=False or $HORROR_QUANTIZE=0; $HORROR_NATIVE=0 keeps int8 in PyTorch.
-        self.sampling_model = prepare_for_inference(loaded.model, quantize, str(loaded.model.lm_head.weight.device))
+        self.engine = prepare_for_inference(loaded.model, quantize, str(loaded.model.lm_head.weight.device))
         self.tokenizer = loaded.tokenizer
         self.generation_config = loaded.generation_config
         self.card_metadata = loaded.card_metadata
@@ -123,7 +104,7 @@ class StoryTeller:
         device: str = "cpu",
         fallback: bool = True,
         quantize: bool | None = None,
-    ) -> "StoryTeller":
+    ) -> StoryTeller:
         """Load from a Hub repo id, a folder, $HORROR_MODEL or the bundled model.
 
         With `fallback`, a model that cannot be fetched or loaded is replaced by the bundled one
@@ -169,7 +150,7 @@ class StoryTeller:
             "notice": self.notice,
             "trained": self.is_trained,
             "parameters": self.num_parameters,
-            "inference": describe_engine(self.sampling_model),
+            "inference": describe_engine(self.engine),
             **self.model.config.to_dict(),
             "tokenizer_vocab_size": self.tokenizer.vocab_size,
             "generation_config": self.generation_config.to_dict(),
@@ -186,20 +167,19 @@ class StoryTeller:
         start = self.tokenizer.bos_id if start_id is None else start_id
         return [start, *self.tokenizer.encode(prompt)] if prompt else [start]
 
-    def _story(self, prompt: str, result: generation.Generation, seconds: float) -> Story:
+    def _story(self, prompt: str, result: generation.Generation, seconds: float, draft: bool = False) -> Story:
         # A story is one line of plain text: control bytes the model wrote become spaces.
-        text = _CONTROL_CHARACTERS.sub(" ", result.text)
-        continuation = text.strip() if not prompt else text.rstrip()
-        story = f"{prompt}{continuation}" if continuation[:1].isspace() or not prompt else f"{prompt} {continuation}"
+        text = result.text.rstrip()
+        story = f"{prompt}{text}" if text[:1].isspace() or not prompt else f"{prompt} {text}"
         return Story(
             prompt=prompt,
-            story=re.sub(r"\s+", " ", story).strip(),
-            continuation=re.sub(r"\s+", " ", continuation).strip(),
+            story=one_line(story),
+            continuation=one_line(text),
             confidence=result.confidence,
             new_tokens=len(result.token_ids),
             seconds=seconds,
             seed=result.seed,
-            finish_reason=result.finish_reason,
+            finish_reason=None if draft else result.finish_reason,
         )
 
     # ----- telling -----------------------------------------------------------------
@@ -209,8 +189,7 @@ class StoryTeller:
         (one more after a one-sentence prompt, two after an empty one)."""
         settings = self.settings(settings, **overrides)
         if settings.stop_after_sentences is None:
-            written = len(generation.sentence_ends(prompt + " ")) if prompt else 0
-            settings = settings.replace(stop_after_sentences=max(1, STORY_SENTENCES - written))
+            settings = settings.replace(stop_after_sentences=max(1, STORY_SENTENCES - count_sentences(prompt)))
         return settings
 
     def tell_many(self, prompt: str | None = "", n: int = 1, settings: GenerationConfig | None = None,
@@ -219,10 +198,10 @@ class StoryTeller:
         prompt = clean_text(prompt)
         settings = self.story_settings(prompt, settings, **overrides)
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_BATCH_SIZE:
-            raise ValueError(f"n must be a whole number between 1 and {MAX_BATCH_SIZE}, got {n!r}")
+            raise UserError(f"n must be a whole number between 1 and {MAX_BATCH_SIZE}, got {n!r}")
         started = time.perf_counter()
         with self._lock:
-            results = generation.generate(self.sampling_model, self.tokenizer, self._prompt_ids(prompt), settings, n)
+            results = generation.generate(self.engine, self.tokenizer, self._prompt_ids(prompt), settings, n)
         seconds = (time.perf_counter() - started) / n
         return [self._story(prompt, result, seconds) for result in results]
 
@@ -237,16 +216,14 @@ class StoryTeller:
         return sorted(stories, key=lambda story: story.confidence, reverse=True)
 
     def stream(self, prompt: str | None = "", settings: GenerationConfig | None = None,
-               **overrides: Any) -> Iterator[str | Story]:
-        """Yield the story text so far as it grows, then the finished Story.
+               **overrides: Any) -> Iterator[Story]:
+        """Yield the story so far as it grows (drafts: `finish_reason` None), then the finished Story.
 
         The lock is held one token at a time, so concurrent streams interleave fairly."""
         prompt = clean_text(prompt)
-        settings = self.story_settings(prompt, settings, **overrides)
-        if settings.seed is None:
-            settings = settings.replace(seed=random.SystemRandom().randrange(2**48))
+        settings = generation.with_seed(self.story_settings(prompt, settings, **overrides))
         started = time.perf_counter()
-        steps = generation.stream(self.sampling_model, self.tokenizer, self._prompt_ids(prompt), settings)
+        steps = generation.stream(self.engine, self.tokenizer, self._prompt_ids(prompt), settings)
         text = ""
         while True:
             # Gradio may resume a streaming handler on any worker thread; each step takes the lock
@@ -259,16 +236,32 @@ class StoryTeller:
                 yield self._story(prompt, item, time.perf_counter() - started)
                 return
             text += item
-            yield self._story(prompt, generation.Generation([], text, "length"), 0.0).story
+            draft = generation.Generation([], text, "length", seed=settings.seed)
+            yield self._story(prompt, draft, time.perf_counter() - started, draft=True)
 
     # ----- story chain ---------------------------------------------------------------
+    def chain_window_tokens(self, settings: GenerationConfig | None = None) -> int:
+        """How many tokens of a chain the model is shown: its window less the new tokens and the
+        start token."""
+        settings = settings or self.generation_config
+        return max(1, self.config.context_length - settings.max_new_tokens - 1)
+
+    def chain_view_start(self, sentences: list[str], settings: GenerationConfig | None = None) -> int:
+        """Index of the oldest sentence the model still sees (older ones stay in the story)."""
+        return window_start(sentences, self.chain_window_tokens(settings), self._sentence_tokens)
+
+    def _sentence_tokens(self, sentence: str) -> int:
+        # Cleaned here, so a long chain is cleaned only as far back as the model reads.
+        sentence = clean_text(sentence, "sentence")
+        return len(self.tokenizer.encode(" " + sentence)) if sentence else 0
+
     def continue_chain(self, sentences: list[str], settings: GenerationConfig | None = None,
                        attempts: int = 3, **overrides: Any) -> Story:
         """The model's next sentence after `sentences` (empty: it opens the chain).
 
         Only the most recent sentences that fit the model's window are shown to it."""
         if not isinstance(sentences, (list, tuple)):
-            raise ValueError("sentences must be a list of strings")
+            raise UserError("sentences must be a list of strings")
         # Check every sentence but clean only those in the window, so a huge chain stays cheap.
         for sentence in sentences:
             if not isinstance(sentence, str) or len(sentence) > MAX_PROMPT_CHARS:
@@ -277,30 +270,18 @@ class StoryTeller:
         # A model trained on chains starts them with <CHAIN> and knows the story goes on, so it may
         # end the story itself; one without it is kept writing past <EOS> (its artefacts: "now.,").
         chain_id = self.tokenizer.chain_id
-        budget = self.config.context_length - settings.max_new_tokens - 1
-        window: list[str] = []
-        used = 0
-        for sentence in reversed(sentences):
-            sentence = clean_text(sentence, "sentence")
-            if not sentence:
-                continue
-            cost = len(self.tokenizer.encode(" " + sentence))
-            if window and used + cost > budget:
-                break
-            window.insert(0, sentence)
-            used += cost
-        prompt = " ".join(window)
-        prompt_ids = self._prompt_ids(prompt, chain_id)[-max(budget, 1):]
+        seen = sentences[self.chain_view_start(sentences, settings):]
+        prompt = " ".join(cleaned for cleaned in (clean_text(sentence, "sentence") for sentence in seen) if cleaned)
+        prompt_ids = self._prompt_ids(prompt, chain_id)[-self.chain_window_tokens(settings):]
         for attempt in range(attempts):
             seed_settings = settings if attempt == 0 else settings.replace(seed=(settings.seed or 0) + attempt)
             # The last try bans <EOS>: a chain must get its sentence even where the model would end.
             seed_settings = seed_settings.replace(allow_eos=chain_id is not None and attempt < attempts - 1)
             started = time.perf_counter()
             with self._lock:
-                result = generation.generate(self.sampling_model, self.tokenizer, prompt_ids, seed_settings)[0]
+                result = generation.generate(self.engine, self.tokenizer, prompt_ids, seed_settings)[0]
             story = self._story(prompt, result, time.perf_counter() - started)
-            if story.continuation and (result.finish_reason != "eos"
-                                       or generation.ends_with_sentence(story.continuation)):
+            if story.continuation and (result.finish_reason != "eos" or ends_with_sentence(story.continuation)):
                 return story
         raise GenerationError("the model wrote no sentence; try again or change the settings")
 
@@ -309,7 +290,7 @@ class StoryTeller:
         """How likely the model finds `text` (after `prompt`, if given; else as a whole story)."""
         text = clean_text(text, "text", MAX_SCORE_CHARS)
         if not text:
-            raise ValueError("text to score is empty")
+            raise UserError("text to score is empty")
         prompt = clean_text(prompt)
         if prompt:
             prompt_ids, target_ids = self._prompt_ids(prompt), self.tokenizer.encode(" " + text)

@@ -44,7 +44,7 @@ class StoryTokenizer:
         texts: Iterable[str],
         vocab_size: int = 20_000,
         min_frequency: int = 3,
-    ) -> "StoryTokenizer":
+    ) -> StoryTokenizer:
         """Train a byte-level BPE on an iterable of texts (stories)."""
         if vocab_size < 300:
             raise ValueError(f"vocab_size must be at least 300 (256 bytes + specials), got {vocab_size}")
@@ -63,7 +63,7 @@ class StoryTokenizer:
         return cls(tokenizer)
 
     @classmethod
-    def load(cls, path: str | Path) -> "StoryTokenizer":
+    def load(cls, path: str | Path) -> StoryTokenizer:
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"

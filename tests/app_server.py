@@ -9,10 +9,11 @@ from contextlib import contextmanager
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no network calls from tests
 
-import app  # noqa: E402  (after the environment is set)
 from gradio_client import Client  # noqa: E402
+
+import app  # noqa: E402  (after the environment is set)
+from horror.ratelimit import RateLimiter  # noqa: E402
 from horror.storyteller import StoryTeller  # noqa: E402
-from horror.webapp import RateLimiter  # noqa: E402
 
 
 def connect(url: str, **options) -> Client:

@@ -33,18 +33,17 @@ TWISTS = [
 ]
 
 
-def c_decoder_unavailable() -> str | None:
-    """Why the C decoder cannot run on this machine, or None when it can (tests of it skip
-    with this reason; test_native.py makes sure that never happens on x86-64 with a compiler)."""
+@pytest.fixture(scope="session")
+def c_decoder() -> None:
+    """The C decoder, compiled and loaded when a test first asks for it (not at collection).
+    Tests of it request this fixture (`@pytest.mark.usefixtures("c_decoder")`) and are skipped,
+    with the reason, where it cannot run; test_native.py's
+    test_the_c_decoder_builds_wherever_it_should makes sure that never happens on x86-64 with a
+    C compiler. A failure is cached for the session: the build is not retried by every test."""
     try:
         load_library()
     except NativeUnavailable as error:
-        return str(error)
-    return None
-
-
-requires_c_decoder = pytest.mark.skipif(c_decoder_unavailable() is not None,
-                                        reason=f"C decoder unavailable: {c_decoder_unavailable()}")
+        pytest.skip(f"C decoder unavailable: {error}")
 
 
 def make_stories(count: int = 300, seed: int = 0) -> list[str]:

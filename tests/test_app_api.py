@@ -17,8 +17,8 @@ from gradio_client.exceptions import AppError
 
 import app
 from app_server import connect, free_port, serve
-from horror.storyteller import MAX_PROMPT_CHARS
-from horror.webapp import RateLimiter
+from horror.ratelimit import RateLimiter
+from horror.text import MAX_PROMPT_CHARS
 
 # Gradio's queue statistics trip pandas deprecation warnings that are not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app_server import serve
-from horror.webapp import RateLimiter
+from horror.ratelimit import RateLimiter
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -52,7 +52,7 @@ def test_a_visitor_tells_a_story_and_plays_a_chain(tiny_teller, browser, tmp_pat
         # A story, streamed, with its confidence and seed.
         page.get_by_label("First sentence (optional)").fill("The lake was calm <b>tonight</b>.")
         page.get_by_role("button", name="Generate", exact=True).click()
-        expect(page.locator("#story-stats")).to_contain_text("Confidence", timeout=WAIT_MS)
+        expect(page.locator("#story-stats")).to_contain_text("How sure", timeout=WAIT_MS)
         expect(page.locator("#story-view")).to_contain_text("The lake was calm <b>tonight</b>.")  # shown, not parsed
         expect(page.locator("#story-stats")).to_contain_text("seed")
         screenshot(page, "story")
@@ -111,8 +111,9 @@ def test_a_visitor_tells_a_story_and_plays_a_chain(tiny_teller, browser, tmp_pat
         page.get_by_role("button", name="Retry model").click()
         expect(page.get_by_text("nothing to retry")).to_be_visible(timeout=WAIT_MS)
 
-        # A second visitor starts with an empty chain of their own.
-        other = browser.new_page(viewport={"width": 1280, "height": 900})
+        # A second visitor (another browser: the chain lives in each browser's storage) starts
+        # with an empty chain of their own.
+        other = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         other.goto(url)
         other.get_by_role("tab", name="Story chain").click()
         expect(other.locator("#chain-view")).to_contain_text("No sentences yet", timeout=WAIT_MS)

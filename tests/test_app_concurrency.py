@@ -9,7 +9,7 @@ import pytest
 from gradio_client import Client
 
 from app_server import connect, serve
-from horror.webapp import RateLimiter
+from horror.ratelimit import RateLimiter
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
 CLIENTS = 20

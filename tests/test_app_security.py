@@ -17,7 +17,11 @@ from gradio_client.utils import QueueError, Status
 import app
 from app_server import serve
 from horror.chain import Chain
-from horror.webapp import RateLimiter, StoryService, about_markdown, banner_html
+from horror.errors import UserError
+from horror.exports import ChainExports
+from horror.ratelimit import RateLimiter
+from horror.service import StoryService
+from horror.views import about_markdown, banner_html, chain_panel, story_panel
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
 INJECTIONS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "[x](javascript:alert(1))",
@@ -35,17 +39,18 @@ def assert_no_live_markup(rendered: str, text: str) -> None:
 def test_story_panel_html_escapes_the_prompt_and_the_story(tiny_teller, text):
     service = StoryService(tiny_teller)
     for best_of in (1, 2):
-        for story_view, stats, ranked, _ in service.tell_views(f"{text}.", best_of, {"max_new_tokens": 4, "seed": 1},
-                                                              "client"):
+        for stories in service.tell(f"{text}.", best_of, {"max_new_tokens": 4, "seed": 1}, client="client"):
+            story_view, stats, ranked, _ = story_panel(stories)
             for rendered in (story_view, stats, ranked):
                 assert_no_live_markup(rendered, text)
 
 
 @pytest.mark.parametrize("text", INJECTIONS)
 def test_chain_panel_and_exports_escape_every_sentence(tiny_teller, tmp_path, text):
-    service = StoryService(tiny_teller, export_dir=tmp_path)
+    exports = ChainExports(tmp_path)
     chain = Chain().add_person_sentence(f"{text}.").add_model_sentence(f"Then {text}.")
-    _, chain_view, status, text_file, markdown_file = service.chain_views(chain)
+    _, chain_view, status = chain_panel(chain, 0)
+    text_file, markdown_file = exports.write(chain, "txt"), exports.write(chain, "md")
     for rendered in (chain_view, status, markdown_file.read_text()):
         assert_no_live_markup(rendered, text)
     assert text in text_file.read_text()  # the plain-text download is the story as written
@@ -60,7 +65,7 @@ def test_a_notice_quoting_a_model_name_is_escaped_in_the_banner_and_about_tab(te
 
 @pytest.mark.parametrize("text", INJECTIONS)
 def test_error_toasts_escape_the_user_text_they_quote(text):
-    assert_no_live_markup(app._gradio_error(ValueError(f"bad seed {text!r}")).message, text)
+    assert_no_live_markup(app.toast_message(UserError(f"bad seed {text!r}")), text)
 
 
 class HeldScore:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from horror import cli, storyteller
-from horror.storyteller import MAX_PROMPT_CHARS, Story, StoryTeller, clean_text
+from horror.storyteller import Story, StoryTeller
+from horror.text import MAX_PROMPT_CHARS, clean_text
 from train import data
 from train.run_config import Source, load_config
 
@@ -56,7 +57,7 @@ def call(teller: StoryTeller, method: str, text: str) -> list[Story]:
     if method == "stream":
         *partial, final = teller.stream(text, **SMALL)
         for snapshot in partial:
-            assert_plain_text(snapshot)
+            assert_plain_text(snapshot.story)
         return [final]
     return [teller.continue_chain(["It was late.", text], **SMALL)]
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from horror.chain import MAX_SENTENCE_CHARS, MAX_TURNS, Chain, Turn, escape_markdown, finish_sentence, split_first_sentence
+from horror.chain import MAX_SENTENCE_CHARS, MAX_TURNS, Chain, Turn, window_start
+from horror.text import escape_markdown, finish_sentence, split_first_sentence
 
 
 def words(sentence: str) -> int:
@@ -131,24 +132,22 @@ def test_reset_empties_the_chain():
 
 # ----- the model's view ----------------------------------------------------------------------------
 def test_model_view_keeps_the_newest_sentences_that_fit():
-    chain = chain_of("one two three.", "four five.", "six seven eight nine.", "ten.")
-    assert chain.model_view(100, words) == chain.sentences
-    assert chain.model_view(5, words) == ["six seven eight nine.", "ten."]
-    assert chain.model_view_start(5, words) == 2
-    assert chain.sentences == ["one two three.", "four five.", "six seven eight nine.", "ten."]  # chain untouched
+    sentences = chain_of("one two three.", "four five.", "six seven eight nine.", "ten.").sentences
+    assert window_start(sentences, 100, words) == 0
+    assert window_start(sentences, 5, words) == 2
 
 
 def test_model_view_always_shows_the_last_sentence_even_if_it_is_too_long():
-    chain = chain_of("short.", "a much longer sentence than the budget allows.")
-    assert chain.model_view(2, words) == ["a much longer sentence than the budget allows."]
-    assert Chain().model_view(10, words) == []
+    sentences = chain_of("short.", "a much longer sentence than the budget allows.").sentences
+    assert window_start(sentences, 2, words) == 1
+    assert window_start([], 10, words) == 0
 
 
 def test_a_long_chain_keeps_every_sentence_while_the_view_slides():
     chain = Chain()
     for number in range(150):
         chain = chain.add_person_sentence(f"Sentence number {number} was here.")
-    view = chain.model_view(60, words)
+    view = chain.sentences[window_start(chain.sentences, 60, words):]
     assert len(chain) == 150 and view[-1] == "Sentence number 149 was here." and len(view) == 12
 
 

@@ -10,8 +10,8 @@ import torch
 from conftest import scripted_model
 from horror import generation
 from horror.config import MAX_BATCH_SIZE, GenerationConfig
-from horror.generation import sentence_ends
 from horror.model_folder import load_model_folder
+from horror.text import sentence_ends
 
 GREEDY = GenerationConfig(temperature=0, max_new_tokens=40)
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
-from hub_standin import HubStandIn
 
 from horror import hub, storyteller
 from horror.hub import ModelSource, push_model_folder, resolve_model_source
 from horror.model_folder import ModelLoadError
 from horror.storyteller import StoryTeller
+from hub_standin import HubStandIn
 
 REPO = "someone/two-sentence-horror"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

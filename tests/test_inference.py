@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import types
 
 import pytest
 import torch
@@ -14,13 +15,12 @@ from safetensors import safe_open
 
 from horror import generation, inference
 from horror.config import GenerationConfig, model_preset
-from horror.inference import Int8Linear, is_quantized, prepare_for_inference
+from horror.inference import Int8Linear, describe_engine, is_quantized, prepare_for_inference
 from horror.model import GPT
 from horror.model_folder import load_model_folder, save_model_folder
 from horror.native import NativeGPT
-from horror.sampling import choose_next, process_logits, sample_next
+from horror.sampling import choose_next, process_logits
 from horror.storyteller import StoryTeller
-from conftest import c_decoder_unavailable, requires_c_decoder
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["untied", "tied"])
@@ -31,8 +31,8 @@ def fp32_model(request) -> GPT:
 
 @pytest.fixture(scope="module", params=[False, True], ids=["torch-int8", "c-decoder"])
 def int8_model(fp32_model: GPT, request) -> GPT:
-    if request.param and c_decoder_unavailable():
-        pytest.skip(f"C decoder unavailable: {c_decoder_unavailable()}")
+    if request.param:
+        request.getfixturevalue("c_decoder")  # skips where the C decoder cannot run
     model = prepare_for_inference(fp32_model, quantize=True, native=request.param)
     assert isinstance(model, NativeGPT) == request.param
     return model
@@ -46,7 +46,7 @@ def logits_of(model: GPT, tokens: torch.Tensor) -> torch.Tensor:
 def test_torch_int8_mode_quantizes_every_linear_including_the_head(fp32_model):
     int8_model = prepare_for_inference(fp32_model, quantize=True, native=False)
     assert is_quantized(int8_model)
-    assert isinstance(int8_model.lm_head, Int8Linear)
+    assert isinstance(int8_model.model.lm_head, Int8Linear)
     assert not any(isinstance(module, torch.nn.Linear) for module in int8_model.modules())
 
 
@@ -84,9 +84,10 @@ def test_int8_cached_logits_match_uncached(int8_model):
     assert (torch.cat(pieces, dim=1) - full).abs().max() < 0.05 * full.abs().max()
 
 
-@pytest.mark.parametrize("native", [False, pytest.param(True, marks=requires_c_decoder)],
-                         ids=["torch-int8", "c-decoder"])
-def test_int8_greedy_tokens_are_identical_with_and_without_the_cache(tiny_model_dir, native):
+@pytest.mark.parametrize("native", [False, True], ids=["torch-int8", "c-decoder"])
+def test_int8_greedy_tokens_are_identical_with_and_without_the_cache(tiny_model_dir, native, request):
+    if native:
+        request.getfixturevalue("c_decoder")  # skips where the C decoder cannot run
     loaded = load_model_folder(tiny_model_dir)
     model = prepare_for_inference(loaded.model, quantize=True, native=native)
     prompt = [loaded.tokenizer.bos_id, *loaded.tokenizer.encode("I heard a knock.")]
@@ -96,12 +97,12 @@ def test_int8_greedy_tokens_are_identical_with_and_without_the_cache(tiny_model_
     assert cached.token_ids == uncached.token_ids
 
 
-@requires_c_decoder
+@pytest.mark.usefixtures("c_decoder")
 def test_storyteller_samples_from_the_c_decoder_and_scores_with_fp32(tiny_model_dir, monkeypatch):
     monkeypatch.delenv(inference.QUANTIZE_ENV_VAR, raising=False)
     monkeypatch.delenv(inference.NATIVE_ENV_VAR, raising=False)
     teller = StoryTeller.load(tiny_model_dir, fallback=False)
-    assert isinstance(teller.sampling_model, NativeGPT) and is_quantized(teller.sampling_model)
+    assert isinstance(teller.engine, NativeGPT) and is_quantized(teller.engine)
     assert teller.info()["inference"] == "int8 weights, C decoder and sampler"
     assert not is_quantized(teller.model)  # exact likelihoods, and what would be saved
     assert teller.tell("The door", seed=1, max_new_tokens=8).new_tokens > 0
@@ -109,34 +110,34 @@ def test_storyteller_samples_from_the_c_decoder_and_scores_with_fp32(tiny_model_
 
 def test_storyteller_quantize_false_serves_fp32(tiny_model_dir):
     teller = StoryTeller.load(tiny_model_dir, fallback=False, quantize=False)
-    assert not is_quantized(teller.sampling_model)
+    assert not is_quantized(teller.engine)
     assert teller.info()["inference"] == "float32 weights, PyTorch"
 
 
 @pytest.mark.parametrize("value", ["0", "false", "off"])
 def test_horror_quantize_0_turns_int8_off(tiny_model_dir, monkeypatch, value):
     monkeypatch.setenv(inference.QUANTIZE_ENV_VAR, value)
-    assert not is_quantized(StoryTeller.load(tiny_model_dir, fallback=False).sampling_model)
+    assert not is_quantized(StoryTeller.load(tiny_model_dir, fallback=False).engine)
     # An explicit argument wins over the environment.
-    assert is_quantized(StoryTeller.load(tiny_model_dir, fallback=False, quantize=True).sampling_model)
+    assert is_quantized(StoryTeller.load(tiny_model_dir, fallback=False, quantize=True).engine)
 
 
 @pytest.mark.parametrize("value", ["0", "off"])
 def test_horror_native_0_serves_pytorch_int8(tiny_model_dir, monkeypatch, value):
     monkeypatch.setenv(inference.NATIVE_ENV_VAR, value)
     teller = StoryTeller.load(tiny_model_dir, fallback=False)
-    assert is_quantized(teller.sampling_model) and not isinstance(teller.sampling_model, NativeGPT)
+    assert is_quantized(teller.engine) and not isinstance(teller.engine, NativeGPT)
     assert teller.info()["inference"] == "int8 weights, PyTorch (fbgemm)"
 
 
 def test_no_c_decoder_falls_back_to_pytorch_int8_with_a_warning(fp32_model, monkeypatch, caplog):
-    def unavailable(self, model):
+    def unavailable(self, model, fallback_sampler):
         raise inference.NativeUnavailable("no C compiler found")
 
     monkeypatch.setattr(NativeGPT, "__init__", unavailable)
     with caplog.at_level(logging.WARNING, logger="horror.inference"):
         served = prepare_for_inference(fp32_model, quantize=True)
-    assert isinstance(served.lm_head, Int8Linear)
+    assert isinstance(served.model.lm_head, Int8Linear)
     assert "C decoder unavailable (no C compiler found)" in caplog.text
 
 
@@ -151,13 +152,30 @@ def test_missing_int8_kernels_fall_back_to_fp32_with_a_warning(fp32_model, monke
     assert "using fp32 weights" in caplog.text
 
 
+def test_without_pytorchs_quantized_apis_the_engine_runs_fp32_and_tells_the_same_stories(
+        fp32_model, tiny_tokenizer, monkeypatch, caplog):
+    # PyTorch has announced that torch.ops.quantized and quantized tensors move to torchao: hide
+    # them as a build without them would, and the PyTorch engine must still serve, in fp32.
+    fp32_story = generation.generate(prepare_for_inference(fp32_model, quantize=False), tiny_tokenizer,
+                                     [tiny_tokenizer.bos_id], GenerationConfig(max_new_tokens=12, seed=4))[0]
+    monkeypatch.setattr(torch, "ops", types.SimpleNamespace())
+    monkeypatch.delattr(torch, "quantize_per_channel")
+    with caplog.at_level(logging.WARNING, logger="horror.inference"):
+        served = prepare_for_inference(fp32_model, quantize=True, native=False)
+    assert not is_quantized(served) and "using fp32 weights" in caplog.text
+    assert describe_engine(served) == "float32 weights, PyTorch"
+    story = generation.generate(served, tiny_tokenizer, [tiny_tokenizer.bos_id],
+                                GenerationConfig(max_new_tokens=12, seed=4))[0]
+    assert story.token_ids == fp32_story.token_ids
+
+
 def test_a_quantized_teller_saves_fp32_safetensors_and_refuses_to_save_int8(tiny_model_dir, tmp_path):
     teller = StoryTeller.load(tiny_model_dir, fallback=False, quantize=True)
     save_model_folder(tmp_path / "saved", teller.model, teller.tokenizer)
     with safe_open(str(tmp_path / "saved" / "model.safetensors"), "pt") as weights:
         assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.float32}
     with pytest.raises(ValueError, match="save the fp32 model"):
-        save_model_folder(tmp_path / "int8", teller.sampling_model, teller.tokenizer)
+        save_model_folder(tmp_path / "int8", teller.engine, teller.tokenizer)
 
 
 # ----- sampling fast path ----------------------------------------------------------------

@@ -13,11 +13,10 @@ import torch
 from horror import generation
 from horror.config import GenerationConfig, model_preset
 from horror.model import GPT
-from horror.native import NativeGPT
+from horror.native import NativeError, NativeGPT
 from horror.sampling import choose_next_and_log_probs
-from conftest import requires_c_decoder
 
-pytestmark = requires_c_decoder
+pytestmark = pytest.mark.usefixtures("c_decoder")
 VOCAB = 300
 EOS = 2
 COVERED = [
@@ -30,7 +29,7 @@ COVERED = [
 @pytest.fixture(scope="module")
 def native_model() -> NativeGPT:
     torch.manual_seed(0)
-    return NativeGPT(GPT(model_preset("test-tiny", vocab_size=VOCAB)).eval())
+    return NativeGPT(GPT(model_preset("test-tiny", vocab_size=VOCAB)).eval(), choose_next_and_log_probs)
 
 
 def random_case(seed: int, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,10 +82,10 @@ def test_a_row_with_every_token_banned_goes_to_pytorch(native_model):
         assert torch.equal(got[0], expected[0])
 
 
-def test_a_context_token_out_of_range_is_a_value_error(native_model):
+def test_a_context_token_out_of_range_is_a_native_error(native_model):
     logits, context = random_case(2, batch=1)
     context[0, 3] = VOCAB
-    with pytest.raises(ValueError, match="C sampler: bad argument"):
+    with pytest.raises(NativeError, match="C sampler: bad argument"):
         native_model.choose_next(logits, context, GenerationConfig(), torch.Generator().manual_seed(0), EOS)
 
 
@@ -94,7 +93,7 @@ def test_generation_on_the_c_decoder_uses_it_and_tells_the_same_stories(native_m
     from horror.storyteller import StoryTeller
 
     teller = StoryTeller.load(tiny_model_dir, fallback=False)
-    decoder = teller.sampling_model
+    decoder = teller.engine
     assert isinstance(decoder, NativeGPT)
     prompt = [teller.tokenizer.bos_id, *teller.tokenizer.encode("The door was open.")]
     settings = GenerationConfig(max_new_tokens=20, seed=11, temperature=1.0, top_k=40)

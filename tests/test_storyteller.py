@@ -15,8 +15,10 @@ import torch
 from conftest import scripted_model
 from horror import hub, storyteller
 from horror.config import GenerationConfig
+from horror.errors import GenerationError
 from horror.model_folder import LoadedModel, ModelLoadError
-from horror.storyteller import MAX_PROMPT_CHARS, GenerationError, StoryTeller, clean_text
+from horror.storyteller import StoryTeller
+from horror.text import MAX_PROMPT_CHARS, clean_text
 
 GREEDY = GenerationConfig(temperature=0, max_new_tokens=40)
 
@@ -139,8 +141,10 @@ def test_concurrent_tells_give_the_same_stories_as_sequential_ones(tiny_teller):
 
 def test_stream_grows_the_story_then_ends_with_the_story(tiny_tokenizer):
     teller = scripted_teller(tiny_tokenizer, "It was late.", " Then 😀 knocked.")
-    *texts, final = teller.stream("It was late.")
-    assert all(isinstance(text, str) and "\ufffd" not in text for text in texts)
+    *drafts, final = teller.stream("It was late.")
+    assert all(draft.finish_reason is None and draft.seed == final.seed for draft in drafts)
+    texts = [draft.story for draft in drafts]
+    assert all("\ufffd" not in text for text in texts)
     assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
     assert texts[-1] == final.story == "It was late. Then 😀 knocked."
     assert final.finish_reason == "eos"

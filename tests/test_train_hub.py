@@ -17,10 +17,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from hub_standin import HubStandIn
 
 from horror.model_folder import load_model_folder
 from horror.storyteller import StoryTeller
+from hub_standin import HubStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_CONFIG = json.loads((ROOT / "train" / "configs" / "seed-15m.json").read_text())

@@ -13,15 +13,20 @@ import torch
 from safetensors.torch import load_file, save_file, save_model
 
 from horror import generation
+from horror.cli import main
 from horror.config import GenerationConfig, model_preset
 from horror.hub import BUNDLED_MODEL_DIR
 from horror.model import GPT
-from horror.cli import main
-from horror.model_folder import (ModelLoadError, convert_model_folder, load_model_folder, save_model_folder,
-                                 update_generation_config)
+from horror.model_folder import (
+    ModelLoadError,
+    convert_model_folder,
+    load_model_folder,
+    save_model_folder,
+    update_generation_config,
+)
 from horror.native import NativeGPT
+from horror.sampling import choose_next_and_log_probs
 from horror.tokenizer import StoryTokenizer
-from conftest import requires_c_decoder
 
 transformers = pytest.importorskip("transformers")
 transformers.utils.logging.disable_progress_bar()
@@ -225,13 +230,14 @@ def test_the_bundled_model_loads_in_transformers_with_our_logits():
     assert (logits(theirs, tokens) - logits(ours.model, tokens)).abs().max() < LOGIT_TOLERANCE
 
 
-@requires_c_decoder
+@pytest.mark.usefixtures("c_decoder")
 def test_the_c_decoder_runs_a_model_loaded_from_the_gpt2_format(tmp_path, tiny_tokenizer):
     model = make_model("tiny-tied-no-bias", tiny_tokenizer.vocab_size)
     loaded = load_model_folder(save_model_folder(tmp_path, model, tiny_tokenizer))
     tokens = torch.randint(0, model.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(5))
-    assert torch.equal(logits(NativeGPT(loaded.model), tokens), logits(NativeGPT(model), tokens))
+    from_folder, from_model = NativeGPT(loaded.model, choose_next_and_log_probs), NativeGPT(model, choose_next_and_log_probs)
+    assert torch.equal(logits(from_folder, tokens), logits(from_model, tokens))
     prompt = [tiny_tokenizer.bos_id, *tiny_tokenizer.encode("The door")]
     settings = GenerationConfig(temperature=0.8, max_new_tokens=20, allow_eos=False, seed=3)
-    written = generation.generate(NativeGPT(loaded.model), tiny_tokenizer, prompt, settings)[0]
-    assert written.token_ids == generation.generate(NativeGPT(model), tiny_tokenizer, prompt, settings)[0].token_ids
+    written = generation.generate(from_folder, tiny_tokenizer, prompt, settings)[0]
+    assert written.token_ids == generation.generate(from_model, tiny_tokenizer, prompt, settings)[0].token_ids

@@ -20,13 +20,10 @@ import argparse
 import itertools
 import json
 import random
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from horror.evaluate import load_lines, prompt_seed  # noqa: E402
-from horror.storyteller import StoryTeller  # noqa: E402
+from horror.evaluate import load_lines, prompt_seed
+from horror.storyteller import StoryTeller
 
 LETTERS = "ABCDEFGH"
 
@@ -52,7 +49,7 @@ def make(args: argparse.Namespace) -> None:
                          for i, prompt in enumerate(prompts)]
     rng = random.Random(args.seed)
     key, lines = [], ["# Blind read", "", "Each group holds stories that continue the same first sentence.", ""]
-    for group, prompt in enumerate(prompts, 1):
+    for group in range(1, len(prompts) + 1):
         order = rng.sample([name for name, _, _ in models], len(models))
         key.append({"group": group, "letters": dict(zip(LETTERS, order))})
         lines += [f"## Group {group}", ""]

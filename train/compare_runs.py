@@ -15,12 +15,15 @@ import math
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# `python train/compare_runs.py` puts train/ first on sys.path, where train/train.py would hide the `train`
+# package (installed: pip install -e .): take that entry off before importing the package.
+if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
 
-from horror.evaluate import evaluate_model, load_lines  # noqa: E402
-from horror.storyteller import StoryTeller  # noqa: E402
-from train.data import build_corpus  # noqa: E402
-from train.run_config import Source  # noqa: E402
+from horror.evaluate import evaluate_model, load_lines
+from horror.storyteller import StoryTeller
+from train.data import build_corpus
+from train.run_config import Source
 
 
 def held_out_split(corpus: Path, fraction: float) -> tuple[list[str], list[str]]:

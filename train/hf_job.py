@@ -6,8 +6,8 @@ repo, which the Space then serves with HORROR_MODEL=<repo>.
     python train/hf_job.py ... --config train/configs/seed-43m.json -- --pretrain.epochs 5   # trainer overrides
 
 `--source` is the project: a Space id (fetched with `hf download`, LFS files included) or a git URL
-(cloned). The job installs requirements-dev.txt and runs `accelerate launch train/train.py --config
-<config> --push-to-hub <repo>`. The token (HF_TOKEN, else the `hf auth login` one) travels as a Jobs
+(cloned). The job installs the project (`pip install -e .`, then requirements-dev.txt: the `dev` extra)
+and runs `accelerate launch train/train.py --config <config> --push-to-hub <repo>`. The token (HF_TOKEN, else the `hf auth login` one) travels as a Jobs
 secret: encrypted, never part of the command, never printed. A flavor with several GPUs (a100x4)
 runs one process per GPU (`accelerate launch --multi_gpu`); beyond one machine, `accelerate launch`
 multi-node on your own cluster is the way. `--dry-run` prints the job and touches no network.
@@ -72,7 +72,7 @@ def build_job(source: str, push_repo: str, config: str = "train/configs/seed-15m
     launch = ["accelerate", "launch", "--num_processes", str(processes), *(["--multi_gpu"] if processes > 1 else []),
               "train/train.py", "--config", config, "--push-to-hub", push_repo, *(trainer_args or [])]
     script = "\n".join(["set -euo pipefail", fetch_project(source, revision), f"cd {PROJECT_DIR}",
-                        "pip install --quiet -r requirements-dev.txt", shlex.join(launch)])
+                        "pip install --quiet -e .", "pip install --quiet -r requirements-dev.txt", shlex.join(launch)])
     return JobSpec(image=image, flavor=flavor, timeout=timeout, command=["bash", "-c", script],
                    env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}, secrets={"HF_TOKEN": token})
 

@@ -21,12 +21,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# `python train/ship_model.py` puts train/ first on sys.path, where train/train.py would hide the `train`
+# package (installed: pip install -e .): take that entry off before importing the package.
+if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
 
-from horror.hub import BUNDLED_MODEL_DIR  # noqa: E402
-from horror.model_folder import convert_model_folder, update_generation_config  # noqa: E402
-from horror.storyteller import StoryTeller  # noqa: E402
-from train.export import plot_loss_curves  # noqa: E402
+from horror.hub import BUNDLED_MODEL_DIR
+from horror.model_folder import convert_model_folder, update_generation_config
+from horror.storyteller import StoryTeller
+from train.export import plot_loss_curves
 
 PHASE_FACTS = ("val_loss", "tokens_seen", "steps", "train_seconds")
 MAX_BUNDLED_BYTES = 60 * 1024 * 1024  # a Space repo holds the weights without Git LFS pain

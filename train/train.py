@@ -22,27 +22,29 @@ import sys
 import time
 from pathlib import Path
 
+# `python train/train.py` puts train/ first on sys.path, where train/train.py would hide the `train`
+# package (installed: pip install -e .): take that entry off before importing the package.
+if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
+
+import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from safetensors.torch import load_model, save_model
+from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `python train/train.py` from anywhere
-
-import datasets  # noqa: E402
-from accelerate import Accelerator  # noqa: E402
-from accelerate.utils import set_seed  # noqa: E402
-from safetensors.torch import load_model, save_model  # noqa: E402
-from tqdm.auto import tqdm  # noqa: E402
-
-from horror.config import model_preset  # noqa: E402
-from horror.model import GPT  # noqa: E402
-from horror.model_folder import LoadedModel, ModelLoadError, load_model_folder  # noqa: E402
-from horror.storyteller import StoryTeller  # noqa: E402
-from horror.tokenizer import StoryTokenizer  # noqa: E402
-from train import data, trackers  # noqa: E402
-from train.export import ORIGINAL_SAMPLING, export_run, summary  # noqa: E402
-from train.hardware import training_precision  # noqa: E402
-from train.run_config import PhaseConfig, TrainConfig, load_config  # noqa: E402
+from horror.config import model_preset
+from horror.model import GPT
+from horror.model_folder import LoadedModel, ModelLoadError, load_model_folder
+from horror.storyteller import StoryTeller
+from horror.tokenizer import StoryTokenizer
+from train import data, trackers
+from train.export import ORIGINAL_SAMPLING, export_run, summary
+from train.hardware import training_precision
+from train.run_config import PhaseConfig, TrainConfig, load_config
 
 PHASES = ("pretrain", "finetune")
 
