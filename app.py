@@ -44,7 +44,8 @@ SORRY = "Something went wrong on our side. Please try again in a moment."
 def dark_theme() -> gr.themes.Base:
     """A red-on-charcoal theme that stays dark whatever the visitor's system prefers."""
     theme = gr.themes.Base(primary_hue="red", secondary_hue="orange", neutral_hue="zinc").set(
-        body_background_fill_dark="#0b0b0d", block_background_fill_dark="#141417", button_primary_text_color="white")
+        body_background_fill_dark="#0b0b0d", block_background_fill_dark="#141417", button_primary_text_color="white"
+    )
     for name, value in list(vars(theme).items()):  # light mode gets the dark values too
         if name.endswith("_dark") and value is not None and not name.startswith("_"):
             setattr(theme, name[: -len("_dark")], value)
@@ -67,18 +68,21 @@ def toast_message(error: Exception) -> str:
 
 def warns(outputs: int) -> Callable[[Callable], Callable]:
     """For page events: a failure is one warning toast, and every output stays as it was."""
+
     def decorate(handler: Callable) -> Callable:
         def warn(error: Exception) -> tuple:
             gr.Warning(toast_message(error))
             return tuple(gr.skip() for _ in range(outputs))
 
         if inspect.isgeneratorfunction(handler):
+
             @functools.wraps(handler)
             def streaming(*args, **kwargs):
                 try:
                     yield from handler(*args, **kwargs)
                 except Exception as error:
                     yield warn(error)
+
             return streaming
 
         @functools.wraps(handler)
@@ -87,18 +91,22 @@ def warns(outputs: int) -> Callable[[Callable], Callable]:
                 return handler(*args, **kwargs)
             except Exception as error:
                 return warn(error)
+
         return calling
+
     return decorate
 
 
 def api_errors(handler: Callable) -> Callable:
     """For API endpoints: the message as plain text (a client shows it; nothing renders HTML)."""
+
     @functools.wraps(handler)
     def calling(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except Exception as error:
             raise gr.Error(_message(error), print_exception=False) from None
+
     return calling
 
 
@@ -120,8 +128,9 @@ def describe_api_parameters(endpoint: Callable, dependency: gr.events.Dependency
         block._api_info = {**block._api_info, "additional_description": descriptions.get(name, "")}
 
 
-def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None,
-               exports: ChainExports | None = None) -> gr.Blocks:
+def build_demo(
+    teller: StoryTeller, rate_limiter: RateLimiter | None = None, exports: ChainExports | None = None
+) -> gr.Blocks:
     """The whole app around one loaded StoryTeller (tests pass a tiny one)."""
     service = StoryService(teller, rate_limiter or RateLimiter.from_env())
     exports = exports or ChainExports()
@@ -130,22 +139,31 @@ def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None,
 
     # ----- story tab ------------------------------------------------------------------------------
     @warns(outputs=5)
-    def tell(prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed,
-             request: gr.Request):
-        overrides = sampling_overrides(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                       repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens,
-                                       seed=seed)
+    def tell(
+        prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed, request: gr.Request
+    ):
+        overrides = sampling_overrides(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+        )
         for stories in service.tell(prompt, best_of, overrides, client=client_of(request)):
             panel = views.story_panel(stories)
             finished = stories[0].finish_reason is not None
             query = share_query(stories[0], len(stories), overrides, info) if finished else ""
             yield (*panel, query)
 
-    def tell_again(prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens,
-                   request: gr.Request):
+    def tell_again(
+        prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, request: gr.Request
+    ):
         # The same prompt and settings with a fresh seed, whatever the seed box says.
-        yield from tell(prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens,
-                        None, request)
+        yield from tell(
+            prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, None, request
+        )
 
     @warns(outputs=1)
     def random_prompt(model_written: bool, request: gr.Request) -> str:
@@ -161,25 +179,56 @@ def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None,
             return tuple(gr.skip() for _ in range(10))
         settings = shared.settings
         if shared.revision and shared.revision != info.get("revision"):
-            gr.Info(f"This link was made with model revision {escape_html(shared.revision)}; this app serves "
-                    f"{escape_html(str(info.get('revision') or 'the bundled model'))}, so the story may differ.")
-        return (shared.prompt, shared.best_of, settings.temperature, settings.top_k, settings.top_p, settings.min_p,
-                settings.repetition_penalty, settings.max_new_tokens, str(shared.seed), True)
+            gr.Info(
+                f"This link was made with model revision {escape_html(shared.revision)}; this app serves "
+                f"{escape_html(str(info.get('revision') or 'the bundled model'))}, so the story may differ."
+            )
+        return (
+            shared.prompt,
+            shared.best_of,
+            settings.temperature,
+            settings.top_k,
+            settings.top_p,
+            settings.min_p,
+            settings.repetition_penalty,
+            settings.max_new_tokens,
+            str(shared.seed),
+            True,
+        )
 
-    def tell_shared(opened, prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens,
-                    seed, request: gr.Request):
+    def tell_shared(
+        opened,
+        prompt,
+        best_of,
+        temperature,
+        top_k,
+        top_p,
+        min_p,
+        repetition_penalty,
+        max_new_tokens,
+        seed,
+        request: gr.Request,
+    ):
         if not opened:  # an ordinary visit: nothing to tell yet
             yield tuple(gr.skip() for _ in range(5))
             return
-        yield from tell(prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed,
-                        request)
+        yield from tell(
+            prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed, request
+        )
 
     # ----- chain tab ------------------------------------------------------------------------------
     def chain_outputs(chain: Chain, person_text=None, backup=None) -> tuple:
         state, chain_view, status = views.chain_panel(chain, service.view_start(chain))
         has_turns = bool(chain.turns)
-        return (state, chain_view, status, gr.Button(interactive=has_turns), gr.Button(interactive=has_turns),
-                gr.skip() if person_text is None else person_text, gr.skip() if backup is None else backup)
+        return (
+            state,
+            chain_view,
+            status,
+            gr.Button(interactive=has_turns),
+            gr.Button(interactive=has_turns),
+            gr.skip() if person_text is None else person_text,
+            gr.skip() if backup is None else backup,
+        )
 
     @warns(outputs=7)
     def add_person_sentence(state, text):
@@ -227,9 +276,17 @@ def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None,
 
     # ----- API endpoints (typed: gradio_client and the API page read the hints) --------------------
     @api_errors
-    def story(prompt: str = "", temperature: float | None = None, top_k: int | None = None,
-              top_p: float | None = None, min_p: float | None = None, repetition_penalty: float | None = None,
-              max_new_tokens: int | None = None, seed: int | None = None, request: gr.Request = None) -> dict:
+    def story(
+        prompt: str = "",
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        repetition_penalty: float | None = None,
+        max_new_tokens: int | None = None,
+        seed: int | None = None,
+        request: gr.Request = None,
+    ) -> dict:
         """A two-sentence horror story continuing `prompt` (empty: the model writes its own opening).
 
         Parameters:
@@ -242,13 +299,21 @@ def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None,
             max_new_tokens: the most word pieces to write
             seed: a whole number; the same seed and settings tell the same story (empty = random)
         """
-        overrides = sampling_overrides(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-                                       repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, seed=seed)
+        overrides = sampling_overrides(
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+        )
         return service.story(prompt, overrides, client=client_of(request))
 
     @api_errors
-    def chain_step(chain: list[str], temperature: float | None = None, seed: int | None = None,
-                   request: gr.Request = None) -> str:
+    def chain_step(
+        chain: list[str], temperature: float | None = None, seed: int | None = None, request: gr.Request = None
+    ) -> str:
         """The model's next sentence after a story chain.
 
         Parameters:
@@ -278,67 +343,111 @@ def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None,
         with gr.Tab("Tell me a story", id="story"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=5):
-                    prompt = gr.Textbox(label="First sentence (optional)", lines=1, max_lines=4,
-                                        placeholder="Leave it empty and the model writes its own opening…",
-                                        info=f"Press Enter to generate · up to {MAX_PROMPT_CHARS:,} characters",
-                                        elem_id="prompt", elem_classes=["counted", f"max-{MAX_PROMPT_CHARS}"])
+                    prompt = gr.Textbox(
+                        label="First sentence (optional)",
+                        lines=1,
+                        max_lines=4,
+                        placeholder="Leave it empty and the model writes its own opening…",
+                        info=f"Press Enter to generate · up to {MAX_PROMPT_CHARS:,} characters",
+                        elem_id="prompt",
+                        elem_classes=["counted", f"max-{MAX_PROMPT_CHARS}"],
+                    )
                     with gr.Row():
                         random_button = gr.Button("🎲 Random prompt", elem_id="random-prompt")
                         model_written = gr.Checkbox(label="let the model write it", value=False)
                     with gr.Row():
                         generate = gr.Button("Generate", variant="primary", scale=2, elem_id="generate")
                         again = gr.Button("↻ Again", scale=1, elem_id="again")
-                    best_of = gr.Slider(1, MAX_BEST_OF, value=1, step=1, label="Best of N",
-                                        info="1 streams one story; more writes N and ranks them by how sure "
-                                             "the model was (a seed then retells them only with the same N)")
+                    best_of = gr.Slider(
+                        1,
+                        MAX_BEST_OF,
+                        value=1,
+                        step=1,
+                        label="Best of N",
+                        info="1 streams one story; more writes N and ranks them by how sure "
+                        "the model was (a seed then retells them only with the same N)",
+                    )
                     with gr.Accordion("Advanced settings", open=False):
-                        temperature = gr.Slider(0, max(2.0, defaults.temperature), value=defaults.temperature,
-                                                step=0.05, label="Temperature", info="0 = always the likeliest word")
-                        top_k = gr.Slider(0, max(200, defaults.top_k), value=defaults.top_k, step=1,
-                                          label="Top-k", info="0 = off")
-                        top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.01, label="Top-p",
-                                          info="1 = off")
+                        temperature = gr.Slider(
+                            0,
+                            max(2.0, defaults.temperature),
+                            value=defaults.temperature,
+                            step=0.05,
+                            label="Temperature",
+                            info="0 = always the likeliest word",
+                        )
+                        top_k = gr.Slider(
+                            0, max(200, defaults.top_k), value=defaults.top_k, step=1, label="Top-k", info="0 = off"
+                        )
+                        top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.01, label="Top-p", info="1 = off")
                         min_p = gr.Slider(0, 0.5, value=defaults.min_p, step=0.01, label="Min-p", info="0 = off")
-                        repetition_penalty = gr.Slider(0.5, max(2.0, defaults.repetition_penalty),
-                                                       value=defaults.repetition_penalty, step=0.05,
-                                                       label="Repetition penalty", info="1 = off")
-                        max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS_LIMIT, value=defaults.max_new_tokens, step=1,
-                                                   label="Max new tokens")
-                        seed = gr.Textbox(label="Seed", placeholder="blank = random", max_lines=1,
-                                          value="" if defaults.seed is None else str(defaults.seed))
+                        repetition_penalty = gr.Slider(
+                            0.5,
+                            max(2.0, defaults.repetition_penalty),
+                            value=defaults.repetition_penalty,
+                            step=0.05,
+                            label="Repetition penalty",
+                            info="1 = off",
+                        )
+                        max_new_tokens = gr.Slider(
+                            1, MAX_NEW_TOKENS_LIMIT, value=defaults.max_new_tokens, step=1, label="Max new tokens"
+                        )
+                        seed = gr.Textbox(
+                            label="Seed",
+                            placeholder="blank = random",
+                            max_lines=1,
+                            value="" if defaults.seed is None else str(defaults.seed),
+                        )
                 with gr.Column(scale=6):
                     story_view = gr.HTML(views.story_html("", ""), elem_id="story-view", padding=False)
                     stats = gr.Markdown(elem_id="story-stats")
                     gr.Markdown(views.CONFIDENCE_HELP, elem_id="confidence-help")
                     ranked = gr.HTML(elem_id="ranked", padding=False)
                     with gr.Row(elem_id="story-actions"):
-                        reuse_seed = gr.Button("📌 Reuse this story's seed", size="sm", visible=False,
-                                               elem_id="reuse-seed")
-                        copy_link = gr.Button("🔗 Copy a link to this story", size="sm", visible=False,
-                                              elem_id="copy-link")
+                        reuse_seed = gr.Button(
+                            "📌 Reuse this story's seed", size="sm", visible=False, elem_id="reuse-seed"
+                        )
+                        copy_link = gr.Button(
+                            "🔗 Copy a link to this story", size="sm", visible=False, elem_id="copy-link"
+                        )
                     share = gr.Textbox(visible=False, elem_id="share-query")
-                    share_link = gr.Textbox(label="Link to this story: it opens the app on this same story",
-                                            visible=False, buttons=["copy"], interactive=False, elem_id="share-link")
+                    share_link = gr.Textbox(
+                        label="Link to this story: it opens the app on this same story",
+                        visible=False,
+                        buttons=["copy"],
+                        interactive=False,
+                        elem_id="share-link",
+                    )
                     last_seed = gr.State(None)
                     opened_from_link = gr.State(False)
-            examples = gr.Dataset(components=[gr.Textbox(visible=False)], samples=[[p] for p in
-                                  service.example_prompts(10)], label="Try a first sentence (click to tell it)",
-                                  samples_per_page=10, elem_id="examples")
+            examples = gr.Dataset(
+                components=[gr.Textbox(visible=False)],
+                samples=[[p] for p in service.example_prompts(10)],
+                label="Try a first sentence (click to tell it)",
+                samples_per_page=10,
+                elem_id="examples",
+            )
 
         with gr.Tab("Story chain", id="chain"):
-            gr.Markdown("Take turns with the model, one sentence each. You can open, or let the model open; "
-                        "it always answers with exactly one sentence, using the model's default settings "
-                        "(the Advanced settings apply to single stories only). Your chain is kept in this "
-                        "browser, so a reload does not lose it.")
+            gr.Markdown(
+                "Take turns with the model, one sentence each. You can open, or let the model open; "
+                "it always answers with exactly one sentence, using the model's default settings "
+                "(the Advanced settings apply to single stories only). Your chain is kept in this "
+                "browser, so a reload does not lose it."
+            )
             chain_state = gr.BrowserState(None, storage_key="horror-chain", secret=BROWSER_SECRET)
             reset_backup = gr.BrowserState({}, storage_key="horror-chain-before-reset", secret=BROWSER_SECRET)
             chain_view = gr.HTML(views.chain_html(Chain()), elem_id="chain-view")
             chain_status = gr.Markdown(views.chain_status(Chain()), elem_id="chain-status")
             with gr.Row():
-                person_text = gr.Textbox(label="Your sentence", placeholder="Write the next sentence and press Enter…",
-                                         info=f"Up to {MAX_SENTENCE_CHARS} characters", scale=5,
-                                         elem_id="person-sentence",
-                                         elem_classes=["counted", f"max-{MAX_SENTENCE_CHARS}"])
+                person_text = gr.Textbox(
+                    label="Your sentence",
+                    placeholder="Write the next sentence and press Enter…",
+                    info=f"Up to {MAX_SENTENCE_CHARS} characters",
+                    scale=5,
+                    elem_id="person-sentence",
+                    elem_classes=["counted", f"max-{MAX_SENTENCE_CHARS}"],
+                )
                 add = gr.Button("Add my sentence", variant="primary", scale=1, min_width=160)
             with gr.Row(elem_id="chain-buttons"):
                 model_button = gr.Button("🕯️ Model's turn", min_width=120)
@@ -370,28 +479,49 @@ def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None,
         for trigger in (generate.click, prompt.submit):
             trigger(tell, story_inputs, story_outputs, js=SHOW_STORY, api_visibility="private")
         again.click(tell_again, story_inputs[:-1], story_outputs, js=SHOW_STORY, api_visibility="private")
-        last_seed.change(lambda value: [gr.update(visible=value is not None)] * 3, last_seed, shown_after_story,
-                         api_visibility="private")
+        last_seed.change(
+            lambda value: [gr.update(visible=value is not None)] * 3,
+            last_seed,
+            shown_after_story,
+            api_visibility="private",
+        )
         share.change(None, share, share_link, js="(query) => window.horror.shareLink(query)")
         reuse_seed.click(lambda value: "" if value is None else str(value), last_seed, seed, api_visibility="private")
         copy_link.click(None, share_link, None, js="(link) => window.horror.copy(link)")
         # While a random prompt is on its way, Generate waits for it (else it would tell the old one).
-        random_button.click(lambda: [gr.Button(interactive=False)] * 2, None, [generate, again], queue=False,
-                            js="() => window.horror.holdGenerate()", api_visibility="private").then(
-            random_prompt, model_written, prompt, api_visibility="private").then(
-            lambda: [gr.Button(interactive=True)] * 2, None, [generate, again], queue=False, api_visibility="private")
+        random_button.click(
+            lambda: [gr.Button(interactive=False)] * 2,
+            None,
+            [generate, again],
+            queue=False,
+            js="() => window.horror.holdGenerate()",
+            api_visibility="private",
+        ).then(random_prompt, model_written, prompt, api_visibility="private").then(
+            lambda: [gr.Button(interactive=True)] * 2, None, [generate, again], queue=False, api_visibility="private"
+        )
         examples.click(lambda sample: sample[0], examples, prompt, api_visibility="private").then(
-            tell, story_inputs, story_outputs, js=SHOW_STORY, api_visibility="private")
+            tell, story_inputs, story_outputs, js=SHOW_STORY, api_visibility="private"
+        )
         demo.load(open_shared_story, None, [*story_inputs, opened_from_link], api_visibility="private").then(
-            tell_shared, [opened_from_link, *story_inputs], story_outputs, api_visibility="private")
+            tell_shared, [opened_from_link, *story_inputs], story_outputs, api_visibility="private"
+        )
 
-        chain_panel = [chain_state, chain_view, chain_status, download_text, download_markdown, person_text,
-                       reset_backup]
-        demo.load(lambda state: chain_outputs(Chain.from_dict(state)), chain_state, chain_panel,
-                  api_visibility="private")
+        chain_panel = [
+            chain_state,
+            chain_view,
+            chain_status,
+            download_text,
+            download_markdown,
+            person_text,
+            reset_backup,
+        ]
+        demo.load(
+            lambda state: chain_outputs(Chain.from_dict(state)), chain_state, chain_panel, api_visibility="private"
+        )
         for trigger in (add.click, person_text.submit):
             trigger(add_person_sentence, [chain_state, person_text], chain_panel, api_visibility="private").success(
-                model_turn, chain_state, chain_panel, api_visibility="private")
+                model_turn, chain_state, chain_panel, api_visibility="private"
+            )
         model_button.click(model_turn, chain_state, chain_panel, api_visibility="private")
         retry.click(retry_model_turn, chain_state, chain_panel, api_visibility="private")
         undo_button.click(undo, [chain_state, reset_backup], chain_panel, api_visibility="private")
@@ -399,8 +529,9 @@ def build_demo(teller: StoryTeller, rate_limiter: RateLimiter | None = None,
         save_edit.click(edit_sentence, [chain_state, edit_number, edit_text], chain_panel, api_visibility="private")
         edit_number.change(sentence_at, [chain_state, edit_number], edit_text, api_visibility="private")
         for button, kind in ((download_text, "txt"), (download_markdown, "md")):
-            button.click(functools.partial(export, kind=kind), chain_state, download_file,
-                         api_visibility="private").success(None, None, None, js="() => window.horror.startDownload()")
+            button.click(
+                functools.partial(export, kind=kind), chain_state, download_file, api_visibility="private"
+            ).success(None, None, None, js="() => window.horror.startDownload()")
 
         for endpoint in (story, chain_step, score):
             describe_api_parameters(endpoint, gr.api(endpoint, api_name=endpoint.__name__), demo)

@@ -64,8 +64,9 @@ def time_variants(runs: dict, repeats: int) -> dict:
     return {key: (statistics.median(wall[key]), statistics.median(cpu[key])) for key in runs}
 
 
-def story_runner(model: GPT, tokenizer: StoryTokenizer, prompt_ids: list[int], batch: int, use_cache: bool,
-                 new_tokens: int):
+def story_runner(
+    model: GPT, tokenizer: StoryTokenizer, prompt_ids: list[int], batch: int, use_cache: bool, new_tokens: int
+):
     settings = GenerationConfig(max_new_tokens=new_tokens, allow_eos=False)  # default sampling, fixed length
 
     def run(seed: int) -> None:
@@ -99,7 +100,7 @@ def forward_runner(model: GPT, prompt_ids: list[int], steps: int):
 def logit_difference(reference: GPT, other: GPT, token_ids: list[int]) -> tuple[float, float, float]:
     """(max |diff|, std of the reference logits, share of positions with the same best token)."""
     with torch.inference_mode():
-        ids = torch.tensor([token_ids[-reference.config.context_length:]])
+        ids = torch.tensor([token_ids[-reference.config.context_length :]])
         expected, got = reference(ids)[0], other(ids)[0]
     same_best = (expected.argmax(-1) == got.argmax(-1)).float().mean().item()
     return (expected - got).abs().max().item(), expected.std().item(), same_best
@@ -109,7 +110,9 @@ def perplexity(model: GPT, tokenizer: StoryTokenizer, stories: list[str]) -> flo
     """exp(mean NLL per token) of whole stories (<BOS> story <EOS>), through score_continuation."""
     nll, count = 0.0, 0
     for story in stories:
-        log_probs = generation.score_continuation(model, [tokenizer.bos_id], tokenizer.encode(story) + [tokenizer.eos_id])
+        log_probs = generation.score_continuation(
+            model, [tokenizer.bos_id], tokenizer.encode(story) + [tokenizer.eos_id]
+        )
         nll -= sum(log_probs)
         count += len(log_probs)
     return math.exp(nll / count)
@@ -120,8 +123,10 @@ def compare_quality(variants: dict, tokenizer: StoryTokenizer, path: str, limit:
     stories = [line.strip() for line in lines if line.strip()][:limit]
     fp32 = variants["fp32"]
     print(f"quality on {len(stories)} stories of {path}:")
-    print("  perplexity " + ", ".join(f"{name} {perplexity(model, tokenizer, stories):.3f}"
-                                      for name, model in variants.items()))
+    print(
+        "  perplexity "
+        + ", ".join(f"{name} {perplexity(model, tokenizer, stories):.3f}" for name, model in variants.items())
+    )
     for name, model in variants.items():
         if name == "fp32":
             continue
@@ -129,8 +134,10 @@ def compare_quality(variants: dict, tokenizer: StoryTokenizer, path: str, limit:
         for story in stories[:50]:
             diff, _, same_best = logit_difference(fp32, model, [tokenizer.bos_id, *tokenizer.encode(story)])
             worst, agree = max(worst, diff), agree + [same_best]
-        print(f"  {name} logits over {len(agree)} stories: max |{name} - fp32| {worst:.4f}; "
-              f"same best token at {statistics.mean(agree):.1%} of positions")
+        print(
+            f"  {name} logits over {len(agree)} stories: max |{name} - fp32| {worst:.4f}; "
+            f"same best token at {statistics.mean(agree):.1%} of positions"
+        )
 
 
 def main() -> None:
@@ -165,16 +172,22 @@ def main() -> None:
         print("note: int8 kernels unavailable in this torch build; 'int8-pt' below is fp32")
     prompt_ids = [tokenizer.bos_id, *tokenizer.encode(PROMPT)]
     load_average = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"model {name}: {model.num_parameters():,} parameters; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; {os.cpu_count()} CPUs, load average {load_average}")
+    print(
+        f"model {name}: {model.num_parameters():,} parameters; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; {os.cpu_count()} CPUs, load average {load_average}"
+    )
     print(f"CPU: {describe_cpu()}")
-    print(f"{args.new_tokens} new tokens after a {len(prompt_ids)}-token prompt; median of {repeats}; "
-          f"variants prepared in {prepare_seconds:.2f} s (int8-pt: PyTorch + fbgemm, int8-c: the C decoder)")
+    print(
+        f"{args.new_tokens} new tokens after a {len(prompt_ids)}-token prompt; median of {repeats}; "
+        f"variants prepared in {prepare_seconds:.2f} s (int8-pt: PyTorch + fbgemm, int8-c: the C decoder)"
+    )
     for weights in variants:
         if weights != "fp32":
             diff, spread, same_best = logit_difference(variants["fp32"], variants[weights], prompt_ids)
-            print(f"{weights} vs fp32 logits on the prompt: max |diff| {diff:.4f} (logit std {spread:.3f}), "
-                  f"same best token at {same_best:.0%} of positions")
+            print(
+                f"{weights} vs fp32 logits on the prompt: max |diff| {diff:.4f} (logit std {spread:.3f}), "
+                f"same best token at {same_best:.0%} of positions"
+            )
 
     with_pt_sampler = None
     if "int8-c" in variants:  # what the C sampler saves: the same decoder with PyTorch's sampler
@@ -184,44 +197,64 @@ def main() -> None:
     for batch in batches:
         for weights in variants:
             for use_cache in (True, False):
-                runs[weights, batch, use_cache] = story_runner(variants[weights], tokenizer, prompt_ids, batch,
-                                                               use_cache, args.new_tokens)
+                runs[weights, batch, use_cache] = story_runner(
+                    variants[weights], tokenizer, prompt_ids, batch, use_cache, args.new_tokens
+                )
         if with_pt_sampler is not None:
-            runs[PT_SAMPLER, batch, True] = story_runner(with_pt_sampler, tokenizer, prompt_ids, batch, True,
-                                                         args.new_tokens)
+            runs[PT_SAMPLER, batch, True] = story_runner(
+                with_pt_sampler, tokenizer, prompt_ids, batch, True, args.new_tokens
+            )
     results = time_variants(runs, repeats)
-    print(f"\n{'weights':17} {'batch':>5} {'cache':>5} {'ms/story':>9} {'ms/step':>8} {'tokens/s':>9} {'cpu ms/story':>13}")
+    print(
+        f"\n{'weights':17} {'batch':>5} {'cache':>5} {'ms/story':>9} {'ms/step':>8} {'tokens/s':>9} {'cpu ms/story':>13}"
+    )
     for (weights, batch, use_cache), (wall, cpu) in results.items():
-        print(f"{weights:17} {batch:>5} {'yes' if use_cache else 'no':>5} {wall / batch * 1000:>9.1f} "
-              f"{wall / args.new_tokens * 1000:>8.2f} {batch * args.new_tokens / wall:>9.0f} {cpu / batch * 1000:>13.1f}")
+        print(
+            f"{weights:17} {batch:>5} {'yes' if use_cache else 'no':>5} {wall / batch * 1000:>9.1f} "
+            f"{wall / args.new_tokens * 1000:>8.2f} {batch * args.new_tokens / wall:>9.0f} {cpu / batch * 1000:>13.1f}"
+        )
 
     print("\nspeed-ups (wall time, same run):")
     for batch in batches:
+
         def ratio(slow: tuple, fast: tuple) -> str:
             return f"{results[slow][0] / results[fast][0]:.2f}x"
+
         baseline, fp32_cached = ("fp32", batch, False), ("fp32", batch, True)
-        print(f"  batch {batch}: cache vs no cache: "
-              + ", ".join(f"{w} {ratio((w, batch, False), (w, batch, True))}" for w in variants))
+        print(
+            f"  batch {batch}: cache vs no cache: "
+            + ", ".join(f"{w} {ratio((w, batch, False), (w, batch, True))}" for w in variants)
+        )
         for weights in variants:
             if weights != "fp32":
-                print(f"  batch {batch}: {weights}+cache vs fp32 no cache {ratio(baseline, (weights, batch, True))}, "
-                      f"vs fp32+cache {ratio(fp32_cached, (weights, batch, True))}")
+                print(
+                    f"  batch {batch}: {weights}+cache vs fp32 no cache {ratio(baseline, (weights, batch, True))}, "
+                    f"vs fp32+cache {ratio(fp32_cached, (weights, batch, True))}"
+                )
         if "int8-c" in variants:
-            print(f"  batch {batch}: int8-c vs int8-pt (both cached) "
-                  f"{ratio(('int8-pt', batch, True), ('int8-c', batch, True))}")
-            print(f"  batch {batch}: int8-c with its C sampler vs with PyTorch's (both cached) "
-                  f"{ratio((PT_SAMPLER, batch, True), ('int8-c', batch, True))}")
+            print(
+                f"  batch {batch}: int8-c vs int8-pt (both cached) "
+                f"{ratio(('int8-pt', batch, True), ('int8-c', batch, True))}"
+            )
+            print(
+                f"  batch {batch}: int8-c with its C sampler vs with PyTorch's (both cached) "
+                f"{ratio((PT_SAMPLER, batch, True), ('int8-c', batch, True))}"
+            )
 
-    print("\none forward pass (median ms): the decode step behind each cached token, and a whole "
-          f"{model.config.context_length}-token window (a long prompt, or one no-cache step)")
+    print(
+        "\none forward pass (median ms): the decode step behind each cached token, and a whole "
+        f"{model.config.context_length}-token window (a long prompt, or one no-cache step)"
+    )
     for weights, variant in variants.items():
         step, window = forward_runner(variant, prompt_ids, 1), forward_runner(variant, prompt_ids, 0)
         for repeat in range(5 * repeats):  # a step is short: more samples of it
             step(repeat)
             if repeat < repeats:
                 window(repeat)
-        print(f"  {weights:7} 1 token after {len(prompt_ids)}: {statistics.median(step.seconds) * 1000:7.2f} ms   "
-              f"{model.config.context_length} tokens: {statistics.median(window.seconds) * 1000:7.1f} ms")
+        print(
+            f"  {weights:7} 1 token after {len(prompt_ids)}: {statistics.median(step.seconds) * 1000:7.2f} ms   "
+            f"{model.config.context_length} tokens: {statistics.median(window.seconds) * 1000:7.1f} ms"
+        )
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
 
     if args.compare_quality:

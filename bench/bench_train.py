@@ -60,16 +60,21 @@ def flops_per_token(model: GPT) -> float:
     return 6 * matmul_weights + 12 * config.n_layers * config.d_model * config.context_length
 
 
-def time_setting(setting: Setting, preset: str, vocab: int, steps: int, warmup: int,
-                 device: torch.device) -> tuple[float, float]:
+def time_setting(
+    setting: Setting, preset: str, vocab: int, steps: int, warmup: int, device: torch.device
+) -> tuple[float, float]:
     """(median tokens/s of one full training step: forward, loss, backward, clip, AdamW update;
     the model's FLOPs per token at this setting's context)."""
     torch.manual_seed(0)
     config = model_preset(preset, vocab_size=vocab, context_length=setting.context, dropout=0.0)
     model = GPT(config).to(device).train()
     step_model = torch.compile(model) if setting.compile else model
-    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95),
-                                  **({"fused": True} if setting.adamw == "fused" else {"foreach": True}))
+    optimizer = torch.optim.AdamW(
+        param_groups(model, 0.1),
+        lr=1e-3,
+        betas=(0.9, 0.95),
+        **({"fused": True} if setting.adamw == "fused" else {"foreach": True}),
+    )
     batch = torch.randint(4, vocab, (setting.batch, setting.context + 1), device=device)
     seconds = []
     for _ in range(warmup + (3 if setting.compile else 0) + steps):
@@ -104,7 +109,11 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     native_bf16 = torch.cuda.is_bf16_supported() if device.type == "cuda" else has_native_bf16()
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{describe_cpu()}, {torch.get_num_threads()} threads"
+    where = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"{describe_cpu()}, {torch.get_num_threads()} threads"
+    )
     print(f"device: {where}; torch {torch.__version__}; native bf16: {'yes' if native_bf16 else 'no'}")
 
     peaks = {"fp32": matmul_peak(torch.float32, device)}
@@ -114,12 +123,15 @@ def main() -> None:
 
     model = GPT(model_preset(args.preset, vocab_size=args.vocab))
     per_token = flops_per_token(model)
-    print(f"model: {args.preset}, vocabulary {args.vocab:,}, {model.num_parameters() / 1e6:.2f}M parameters, "
-          f"{per_token / 1e6:.1f} MFLOP per token (context {model.config.context_length})")
+    print(
+        f"model: {args.preset}, vocabulary {args.vocab:,}, {model.num_parameters() / 1e6:.2f}M parameters, "
+        f"{per_token / 1e6:.1f} MFLOP per token (context {model.config.context_length})"
+    )
 
     before = Setting("before: fp32, foreach AdamW")
-    after = Setting("after: " + ("bf16 autocast, " if native_bf16 else "fp32, ") + "fused AdamW",
-                    bf16=native_bf16, adamw="fused")
+    after = Setting(
+        "after: " + ("bf16 autocast, " if native_bf16 else "fp32, ") + "fused AdamW", bf16=native_bf16, adamw="fused"
+    )
     settings = [before, after]
     if not args.quick:
         settings += [
@@ -138,8 +150,11 @@ def main() -> None:
         baseline = baseline or tokens_per_s
         model_flops = tokens_per_s * setting_flops
         bf16_share = f"{model_flops / peaks['bf16']:.1%}" if "bf16" in peaks else "-"
-        print(f"| {setting.name} | {tokens_per_s:,.0f} | {model_flops / 1e9:,.1f} | {model_flops / peaks['fp32']:.1%} "
-              f"| {bf16_share} | {tokens_per_s / baseline:.2f}x |", flush=True)
+        print(
+            f"| {setting.name} | {tokens_per_s:,.0f} | {model_flops / 1e9:,.1f} | {model_flops / peaks['fp32']:.1%} "
+            f"| {bf16_share} | {tokens_per_s / baseline:.2f}x |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

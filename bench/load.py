@@ -35,8 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_USERS = 200
 MAX_SECONDS = 600
 STARTUP_SECONDS = 180
-PROMPTS = ["I heard my mother call my name from the kitchen.", "The new house was perfect.",
-           "My reflection blinked first.", ""]
+PROMPTS = [
+    "I heard my mother call my name from the kitchen.",
+    "The new house was perfect.",
+    "My reflection blinked first.",
+    "",
+]
 
 
 @dataclass
@@ -66,8 +70,7 @@ class LoadResult:
             f"users: {self.users}, duration: {self.seconds:.1f} s",
             f"requests: {self.requests} ({', '.join(f'{k} {v}' for k, v in sorted(self.by_endpoint.items()))})",
             f"requests/s: {self.requests / self.seconds:.2f}",
-            f"latency p50/p95/p99: {self.percentile(50):.3f} / {self.percentile(95):.3f} / "
-            f"{self.percentile(99):.3f} s",
+            f"latency p50/p95/p99: {self.percentile(50):.3f} / {self.percentile(95):.3f} / {self.percentile(99):.3f} s",
             f"errors: {sum(self.errors.values())}",
             *(f"  {count} x {message}" for message, count in self.errors.most_common(5)),
         ]
@@ -86,13 +89,26 @@ def free_port() -> int:
 def running_app(model: str | None = None, extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, int]]:
     """app.py in a subprocess on a free loopback port, rate limiting off; yields (url, pid)."""
     port = free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-           "HORROR_RATE_LIMIT_PER_MINUTE": "0", "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+    env = {
+        **os.environ,
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        "HORROR_RATE_LIMIT_PER_MINUTE": "0",
+        "PYTHONUNBUFFERED": "1",
+        **(extra_env or {}),
+    }
     if model:
         env["HORROR_MODEL"] = model
-    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     lines: queue.Queue[str | None] = queue.Queue()
     threading.Thread(target=_pump, args=(process, lines), daemon=True).start()
     try:
@@ -165,8 +181,9 @@ def one_request(client, number: int, max_new_tokens: int) -> str:
     return endpoint
 
 
-def run_load(url: str, users: int, seconds: float, server_pid: int | None = None,
-             max_new_tokens: int = 24) -> LoadResult:
+def run_load(
+    url: str, users: int, seconds: float, server_pid: int | None = None, max_new_tokens: int = 24
+) -> LoadResult:
     """`users` threads, one gradio_client each, calling the API back to back for `seconds`."""
     from gradio_client import Client  # imported here: `--help` stays instant
 
@@ -175,8 +192,9 @@ def run_load(url: str, users: int, seconds: float, server_pid: int | None = None
     if urlparse(url).hostname not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"load tests run against loopback only, not {url}")
     with ThreadPoolExecutor(max_workers=16) as pool:  # each client fetches the app's config first
-        clients = list(pool.map(lambda _: Client(url, verbose=False, download_files=False, analytics_enabled=False),
-                                range(users)))
+        clients = list(
+            pool.map(lambda _: Client(url, verbose=False, download_files=False, analytics_enabled=False), range(users))
+        )
     sampler = RssSampler(server_pid) if server_pid else None
     result = LoadResult(users, seconds, rss_start=sampler.start_rss if sampler else None)
     lock = threading.Lock()

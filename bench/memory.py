@@ -34,8 +34,10 @@ class MemoryResult:
         return self.rss_after - self.rss_before
 
     def summary(self) -> str:
-        return (f"{self.where}: {self.requests} requests, RSS {self.rss_before / MIB:.1f} MiB before, "
-                f"{self.rss_after / MIB:.1f} MiB after, growth {self.growth / MIB:+.1f} MiB")
+        return (
+            f"{self.where}: {self.requests} requests, RSS {self.rss_before / MIB:.1f} MiB before, "
+            f"{self.rss_after / MIB:.1f} MiB after, growth {self.growth / MIB:+.1f} MiB"
+        )
 
 
 def rss(pid: int | None = None) -> int:

@@ -44,8 +44,11 @@ class Turn:
     @property
     def label(self) -> str:
         """Who wrote it, for the page and the exports: "Model", "You" or "Model, edited by you"."""
-        return f"{AUTHOR_LABELS[self.author]}, edited by you" if self.edited and self.author == "model" \
+        return (
+            f"{AUTHOR_LABELS[self.author]}, edited by you"
+            if self.edited and self.author == "model"
             else AUTHOR_LABELS[self.author]
+        )
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,11 @@ class Chain:
     def edit(self, index: int, text: str) -> Chain:
         """Replace sentence `index` (0-based) with the first sentence of `text`, keeping its author."""
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(self.turns):
-            raise UserError(f"There is no sentence number {_display_number(index)}; "
-                             f"pick one from 1 to {len(self.turns)}." if self.turns
-                             else "There is nothing to edit yet: the chain is empty.")
+            raise UserError(
+                f"There is no sentence number {_display_number(index)}; pick one from 1 to {len(self.turns)}."
+                if self.turns
+                else "There is nothing to edit yet: the chain is empty."
+            )
         sentence, _ = split_first_sentence(_bounded(text))
         if not sentence:
             raise UserError("The new text is empty; use Undo to remove the last sentence instead.")
@@ -125,13 +130,19 @@ class Chain:
         """The story as Markdown: the paragraph, then who wrote each sentence. User text is escaped."""
         if not self.turns:
             return f"# {escape_markdown(title)}\n\n*(empty)*\n"
-        turns = "\n".join(f"{number}. **{turn.label}:** {escape_markdown(turn.sentence)}"
-                          for number, turn in enumerate(self.turns, start=1))
+        turns = "\n".join(
+            f"{number}. **{turn.label}:** {escape_markdown(turn.sentence)}"
+            for number, turn in enumerate(self.turns, start=1)
+        )
         return f"# {escape_markdown(title)}\n\n{escape_markdown(' '.join(self.sentences))}\n\n## Turns\n\n{turns}\n"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"turns": [{"author": turn.author, "sentence": turn.sentence, **({"edited": True} if turn.edited else {})}
-                          for turn in self.turns]}
+        return {
+            "turns": [
+                {"author": turn.author, "sentence": turn.sentence, **({"edited": True} if turn.edited else {})}
+                for turn in self.turns
+            ]
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Chain:

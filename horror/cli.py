@@ -26,8 +26,16 @@ from horror.model_folder import ModelLoadError, convert_model_folder
 from horror.storyteller import StoryTeller
 
 # generate's sampling flags; None (not given) keeps the model's generation_config value.
-SETTING_FLAGS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
-                 "max_new_tokens", "seed")
+SETTING_FLAGS = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+    "max_new_tokens",
+    "seed",
+)
 # A line of only these is blank: the model would see nothing once control bytes are cleaned away.
 _CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f-\x9f\s]+")
 
@@ -44,8 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="write stories")
     generate.add_argument("prompt", nargs="?", default="", help="first sentence (empty: the model writes one)")
     generate.add_argument("--n", type=int, default=1, help="stories to print (sampled as one batch)")
-    generate.add_argument("--best-of", type=int, metavar="N",
-                          help="sample N stories and print the n most confident, best first")
+    generate.add_argument(
+        "--best-of", type=int, metavar="N", help="sample N stories and print the n most confident, best first"
+    )
     generate.add_argument("--temperature", type=float, help="0 is greedy")
     generate.add_argument("--top-k", type=int, help="0 disables")
     generate.add_argument("--top-p", type=float, help="1.0 disables")
@@ -66,12 +75,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="story-quality metrics on a prompt file")
     evaluate.add_argument("--prompts", required=True, help="first sentences, one per line ('#' lines are comments)")
     evaluate.add_argument("--samples", type=int, default=3, help="stories per prompt")
-    evaluate.add_argument("--train-file", action="append", default=[],
-                          help="training stories, one per line, for novelty (repeatable)")
+    evaluate.add_argument(
+        "--train-file", action="append", default=[], help="training stories, one per line, for novelty (repeatable)"
+    )
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--chain-turns", type=int, default=0,
-                          help="also grow a story chain from each prompt, this many model sentences in a row, "
-                               "and report the share of clean sentences")
+    evaluate.add_argument(
+        "--chain-turns",
+        type=int,
+        default=0,
+        help="also grow a story chain from each prompt, this many model sentences in a row, "
+        "and report the share of clean sentences",
+    )
     add_model(evaluate)
 
     convert = commands.add_parser("convert", help="rewrite a model folder in GPT-2's format (what transformers reads)")
@@ -134,8 +148,10 @@ def run_generate(args: argparse.Namespace) -> None:
         if index:
             print()
         print(story.story)
-        print(f"  (confidence {story.confidence:.2f}, seed {story.seed}, "
-              f"{story.new_tokens} tokens in {story.seconds * 1000:.0f} ms, stopped: {story.finish_reason})")
+        print(
+            f"  (confidence {story.confidence:.2f}, seed {story.seed}, "
+            f"{story.new_tokens} tokens in {story.seconds * 1000:.0f} ms, stopped: {story.finish_reason})"
+        )
 
 
 def run_score(args: argparse.Namespace) -> None:
@@ -148,14 +164,17 @@ def run_score(args: argparse.Namespace) -> None:
     tokens = sum(score.tokens for score in scores)
     nll = sum(score.nll_per_token * score.tokens for score in scores)
     byte_count = sum(score.bytes for score in scores)
-    print_record({
-        "stories": len(stories),
-        "tokens": tokens,
-        "bytes": byte_count,
-        "nll_per_token": nll / tokens,
-        "perplexity": math.exp(nll / tokens),
-        "bits_per_byte": nll / math.log(2) / byte_count,
-    }, args.json)
+    print_record(
+        {
+            "stories": len(stories),
+            "tokens": tokens,
+            "bytes": byte_count,
+            "nll_per_token": nll / tokens,
+            "perplexity": math.exp(nll / tokens),
+            "bits_per_byte": nll / math.log(2) / byte_count,
+        },
+        args.json,
+    )
 
 
 def run_info(args: argparse.Namespace) -> None:
@@ -193,8 +212,13 @@ def run_convert(args: argparse.Namespace) -> None:
     print(f"converted {args.source} -> {folder} (loads with horror and with transformers)")
 
 
-COMMANDS = {"generate": run_generate, "score": run_score, "info": run_info, "evaluate": run_evaluate,
-            "convert": run_convert}
+COMMANDS = {
+    "generate": run_generate,
+    "score": run_score,
+    "info": run_info,
+    "evaluate": run_evaluate,
+    "convert": run_convert,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -161,8 +161,7 @@ class GenerationConfig:
         """Raise ValueError naming the first setting that is out of range."""
         _check_number("temperature", self.temperature, 0.0, 5.0)
         if 0 < self.temperature < MIN_TEMPERATURE:
-            raise UserError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}, "
-                             f"got {self.temperature!r}")
+            raise UserError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE}, got {self.temperature!r}")
         _check_int("top_k", self.top_k, 0, MAX_TOP_K)
         _check_number("top_p", self.top_p, MIN_TOP_P, 1.0)
         _check_number("min_p", self.min_p, 0.0, 1.0)

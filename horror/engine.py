@@ -41,8 +41,9 @@ class Engine(Protocol):
 
     def new_cache(self, batch_size: int) -> KVCache: ...
 
-    def forward(self, token_ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
-        ...
+    def forward(
+        self, token_ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
+    ) -> torch.Tensor: ...
 
     def choose_next(
         self,

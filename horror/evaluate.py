@@ -39,7 +39,7 @@ def ngrams(tokens: list[str], n: int) -> list[tuple[str, ...]]:
     """All n-grams of `tokens`, in order, repeats included."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
 def ngram_set(text: str, n: int) -> set[tuple[str, ...]]:
@@ -111,8 +111,9 @@ def prompt_leaks(
             leaks.append({"prompt": prompt, "story": seen[shared], "reason": f"shares {' '.join(shared)!r}"})
             continue
         prompt_words = set(words(prompt))
-        similarity, story = max(((jaccard(prompt_words, opening), text) for opening, text in openings),
-                                default=(0.0, ""))
+        similarity, story = max(
+            ((jaccard(prompt_words, opening), text) for opening, text in openings), default=(0.0, "")
+        )
         if similarity > max_similarity:
             leaks.append({"prompt": prompt, "story": story, "reason": f"first-sentence similarity {similarity:.2f}"})
     return leaks
@@ -136,8 +137,12 @@ _SENTENCE_START = re.compile(r"^[\"'\u201c\u2018(\[]*[A-Z0-9]")
 def is_clean_chain_sentence(sentence: str) -> bool:
     """One sentence that starts and ends like a sentence and has no run-on artefacts."""
     text = sentence.strip()
-    return (bool(_SENTENCE_START.match(text)) and len(sentence_ends(text + " ")) == 1
-            and ends_with_sentence(text) and not _CHAIN_ARTEFACT.search(text))
+    return (
+        bool(_SENTENCE_START.match(text))
+        and len(sentence_ends(text + " ")) == 1
+        and ends_with_sentence(text)
+        and not _CHAIN_ARTEFACT.search(text)
+    )
 
 
 def evaluate_chain(teller: Any, prompts: list[str], turns: int = 6, seed: int = 0) -> dict[str, Any]:

@@ -104,13 +104,14 @@ def generate_steps(
             if use_cache:
                 if cache is None or cache.length + pending.shape[1] > context_length:
                     # (Re)fill a fresh cache from the most recent half window when it is full.
-                    pending = tokens[:, -keep:] if cache is None else tokens[:, -(context_length // 2):]
+                    pending = tokens[:, -keep:] if cache is None else tokens[:, -(context_length // 2) :]
                     cache = engine.new_cache(num_samples)
                 logits = engine.forward(pending, cache, last_only=True)[:, -1, :]
             else:
                 logits = engine.forward(tokens[:, -context_length:], last_only=True)[:, -1, :]
-            next_ids, log_probs = engine.choose_next(logits.float(), tokens[:, -context_length:], settings,
-                                                     generator, tokenizer.eos_id)
+            next_ids, log_probs = engine.choose_next(
+                logits.float(), tokens[:, -context_length:], settings, generator, tokenizer.eos_id
+            )
             _update_rows(rows, next_ids.tolist(), log_probs.tolist(), tokenizer, settings)
             tokens = torch.cat([tokens, next_ids[:, None]], dim=1)
             pending = next_ids[:, None]
@@ -188,7 +189,7 @@ def stream(
         if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
             continue
         if len(text) > len(shown) and text.startswith(shown):
-            yield text[len(shown):]
+            yield text[len(shown) :]
             shown = text
     yield _finish(rows[0], tokenizer, settings.seed)
 

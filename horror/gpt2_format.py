@@ -51,10 +51,26 @@ _FIXED_FIELDS = {
 # Fields transformers writes that change nothing our model computes (dropouts are training-only,
 # so one value stands for all three; the token ids live in the tokenizer).
 _IGNORED_FIELDS = {
-    "model_type", "architectures", "transformers_version", "_name_or_path", "dtype", "torch_dtype", "use_cache",
-    "initializer_range", "embd_pdrop", "attn_pdrop", "reorder_and_upcast_attn", "n_ctx",
-    "bos_token_id", "eos_token_id", "pad_token_id", "summary_type", "summary_use_proj",
-    "summary_activation", "summary_proj_to_labels", "summary_first_dropout",
+    "model_type",
+    "architectures",
+    "transformers_version",
+    "_name_or_path",
+    "dtype",
+    "torch_dtype",
+    "use_cache",
+    "initializer_range",
+    "embd_pdrop",
+    "attn_pdrop",
+    "reorder_and_upcast_attn",
+    "n_ctx",
+    "bos_token_id",
+    "eos_token_id",
+    "pad_token_id",
+    "summary_type",
+    "summary_use_proj",
+    "summary_activation",
+    "summary_proj_to_labels",
+    "summary_first_dropout",
 }
 _REQUIRED_FIELDS = ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head")
 
@@ -115,8 +131,10 @@ def from_gpt2_config(data: dict[str, Any]) -> ModelConfig:
     """ModelConfig from a GPT-2 config.json; ValueError names a field we do not know or support."""
     unknown = sorted(set(data) - set(_CONFIG_FIELDS) - set(_FIXED_FIELDS) - _IGNORED_FIELDS)
     if unknown:
-        raise ValueError(f"unknown model config field(s) {unknown} in a GPT-2 config; "
-                         f"known fields are {sorted(set(_CONFIG_FIELDS) | set(_FIXED_FIELDS))}")
+        raise ValueError(
+            f"unknown model config field(s) {unknown} in a GPT-2 config; "
+            f"known fields are {sorted(set(_CONFIG_FIELDS) | set(_FIXED_FIELDS))}"
+        )
     missing = [name for name in _REQUIRED_FIELDS if name not in data]
     if missing:
         raise ValueError(f"GPT-2 config lacks {missing}")
@@ -133,8 +151,10 @@ def from_gpt2_config(data: dict[str, Any]) -> ModelConfig:
 
 def _name_pairs(config: ModelConfig) -> list[tuple[str, str]]:
     """(our name, GPT-2's name) for every tensor in a GPT-2 file, biases included."""
-    pairs = [("token_embedding.weight", "transformer.wte.weight"),
-             ("position_embedding.weight", "transformer.wpe.weight")]
+    pairs = [
+        ("token_embedding.weight", "transformer.wte.weight"),
+        ("position_embedding.weight", "transformer.wpe.weight"),
+    ]
     for layer in range(config.n_layers):
         pairs += [(f"blocks.{layer}.{ours}", f"transformer.h.{layer}.{theirs}") for ours, theirs in _BLOCK_NAMES]
     pairs += [("ln_final.weight", "transformer.ln_f.weight"), ("ln_final.bias", "transformer.ln_f.bias")]
@@ -164,10 +184,12 @@ def from_gpt2_state_dict(tensors: dict[str, torch.Tensor], config: ModelConfig) 
     expected = {gpt2_name for _, gpt2_name in pairs}
     missing = sorted(expected - set(tensors))
     allowed_extra = {"lm_head.weight"} if config.tie_embeddings else set()  # a tied head some tools write out
-    unexpected = sorted(name for name in set(tensors) - expected - allowed_extra
-                        if not name.endswith(_BUFFER_SUFFIXES))
-    problems = [f"{what} tensors {names[:3]}{' and more' if len(names) > 3 else ''}"
-                for what, names in (("missing", missing), ("unexpected", unexpected)) if names]
+    unexpected = sorted(name for name in set(tensors) - expected - allowed_extra if not name.endswith(_BUFFER_SUFFIXES))
+    problems = [
+        f"{what} tensors {names[:3]}{' and more' if len(names) > 3 else ''}"
+        for what, names in (("missing", missing), ("unexpected", unexpected))
+        if names
+    ]
     if problems:
         raise ValueError("; ".join(problems))
     state = {}
@@ -193,8 +215,9 @@ def tokenizer_for_transformers(tokenizer: StoryTokenizer) -> Tokenizer:
     the copy leaves the training tokenizer (and the token caches keyed by it) as it was."""
     copy = Tokenizer.from_str(tokenizer.tokenizer.to_str())
     if copy.post_processor is None:
-        copy.post_processor = processors.TemplateProcessing(single=f"{BOS} $A",
-                                                            special_tokens=[(BOS, tokenizer.bos_id)])
+        copy.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", special_tokens=[(BOS, tokenizer.bos_id)]
+        )
     return copy
 
 

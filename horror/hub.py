@@ -18,8 +18,14 @@ BUNDLED_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "model"
 MODEL_ENV_VAR = "HORROR_MODEL"
 REVISION_ENV_VAR = "HORROR_MODEL_REVISION"
 # tokenizer_config.json is transformers' (AutoTokenizer); with it the downloaded folder loads there too.
-MODEL_FILES = ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json",
-               "README.md"]
+MODEL_FILES = [
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "README.md",
+]
 HUB_TIMEOUT_SECONDS = 10.0
 
 

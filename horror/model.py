@@ -21,8 +21,14 @@ class KVCache:
     positions are filled; the model writes new positions at `length` and advances it.
     """
 
-    def __init__(self, config: ModelConfig, batch_size: int, device: torch.device, dtype: torch.dtype,
-                 capacity: int | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        batch_size: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        capacity: int | None = None,
+    ):
         self.capacity = min(capacity or config.context_length, config.context_length)
         shape = (config.n_layers, batch_size, config.n_heads, self.capacity, config.head_dim)
         self.keys = torch.empty(shape, device=device, dtype=dtype)
@@ -146,7 +152,7 @@ class GPT(nn.Module):
                 f"sequence of {start + steps} tokens exceeds the context length {self.config.context_length}"
             )
         # Slicing the position table is the same lookup as embedding an arange, with fewer ops per token.
-        x = self.dropout(self.token_embedding(token_ids) + self.position_embedding.weight[start:start + steps])
+        x = self.dropout(self.token_embedding(token_ids) + self.position_embedding.weight[start : start + steps])
         for layer, block in enumerate(self.blocks):
             x = block(x, cache, layer)
         if cache is not None:

@@ -41,9 +41,22 @@ FLAG_CHOICES = [[*BASE_FLAGS, "-fopenmp"], BASE_FLAGS]
 LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default, which horror.model uses
 # The field order of the C structs `Layer` and `Model`.
 _LAYER_FIELDS = [
-    "ln_attn_weight", "ln_attn_bias", "qkv_weight", "qkv_scale", "qkv_bias",
-    "attn_proj_weight", "attn_proj_scale", "attn_proj_bias", "ln_mlp_weight", "ln_mlp_bias",
-    "fc_weight", "fc_scale", "fc_bias", "mlp_proj_weight", "mlp_proj_scale", "mlp_proj_bias",
+    "ln_attn_weight",
+    "ln_attn_bias",
+    "qkv_weight",
+    "qkv_scale",
+    "qkv_bias",
+    "attn_proj_weight",
+    "attn_proj_scale",
+    "attn_proj_bias",
+    "ln_mlp_weight",
+    "ln_mlp_bias",
+    "fc_weight",
+    "fc_scale",
+    "fc_bias",
+    "mlp_proj_weight",
+    "mlp_proj_scale",
+    "mlp_proj_bias",
 ]
 _ERRORS = {1: "bad argument (token id, batch or position out of range)", 2: "out of memory"}
 _NOTHING_TO_CHOOSE = 3  # horror_choose_next: every token of a row is banned
@@ -63,10 +76,22 @@ class _Layer(ctypes.Structure):
 
 class _Model(ctypes.Structure):
     _fields_ = [
-        *[(name, ctypes.c_int32) for name in ("n_layers", "d_model", "n_heads", "d_ff", "vocab_size", "context_length")],
+        *[
+            (name, ctypes.c_int32)
+            for name in ("n_layers", "d_model", "n_heads", "d_ff", "vocab_size", "context_length")
+        ],
         ("layer_norm_eps", ctypes.c_float),
-        *[(name, ctypes.c_void_p) for name in ("token_embedding", "position_embedding", "ln_final_weight",
-                                               "ln_final_bias", "head_weight", "head_scale")],
+        *[
+            (name, ctypes.c_void_p)
+            for name in (
+                "token_embedding",
+                "position_embedding",
+                "ln_final_weight",
+                "ln_final_bias",
+                "head_weight",
+                "head_scale",
+            )
+        ],
         ("layers", ctypes.POINTER(_Layer)),
     ]
 
@@ -104,8 +129,12 @@ def build(cache_dir: Path | None = None, sources: tuple[Path, ...] = SOURCES) ->
             # Build beside the target and rename: processes building at once never load half a file.
             handle, partial = tempfile.mkstemp(suffix=".so", dir=cache_dir)
             os.close(handle)
-            result = subprocess.run([compiler, *flags, "-o", partial, *map(str, sources), "-lm"],
-                                    capture_output=True, text=True, timeout=120)
+            result = subprocess.run(
+                [compiler, *flags, "-o", partial, *map(str, sources), "-lm"],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             if result.returncode == 0:
                 os.replace(partial, library)
                 return library
@@ -129,14 +158,35 @@ def load_library() -> ctypes.CDLL:
             library = ctypes.CDLL(str(build()))
             library.horror_forward.restype = ctypes.c_int
             library.horror_forward.argtypes = [
-                ctypes.POINTER(_Model), ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p,
-                ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32,
+                ctypes.POINTER(_Model),
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_int32,
+                ctypes.c_int32,
+                ctypes.c_void_p,
+                ctypes.c_int32,
+                ctypes.c_int32,
+                ctypes.c_int32,
+                ctypes.c_int32,
+                ctypes.c_void_p,
+                ctypes.c_int32,
             ]
             library.horror_choose_next.restype = ctypes.c_int
             library.horror_choose_next.argtypes = [
-                ctypes.c_void_p, ctypes.c_int32, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int32, ctypes.c_float,
-                ctypes.c_int32, ctypes.c_float, ctypes.c_int32, ctypes.c_float, ctypes.c_float, ctypes.c_void_p,
-                ctypes.c_void_p, ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_int32,
+                ctypes.c_int32,
+                ctypes.c_void_p,
+                ctypes.c_int32,
+                ctypes.c_float,
+                ctypes.c_int32,
+                ctypes.c_float,
+                ctypes.c_int32,
+                ctypes.c_float,
+                ctypes.c_float,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
             ]
             _library = library
         return _library
@@ -201,16 +251,30 @@ class NativeGPT(nn.Module):
         self._layers = (_Layer * config.n_layers)()
         for layer, block in zip(self._layers, model.blocks):
             fields = [
-                pointer(block.ln_attn.weight), pointer(block.ln_attn.bias), *linear(block.attn.qkv),
-                *linear(block.attn.proj), pointer(block.ln_mlp.weight), pointer(block.ln_mlp.bias),
-                *linear(block.mlp.fc), *linear(block.mlp.proj),
+                pointer(block.ln_attn.weight),
+                pointer(block.ln_attn.bias),
+                *linear(block.attn.qkv),
+                *linear(block.attn.proj),
+                pointer(block.ln_mlp.weight),
+                pointer(block.ln_mlp.bias),
+                *linear(block.mlp.fc),
+                *linear(block.mlp.proj),
             ]
             for name, value in zip(_LAYER_FIELDS, fields):
                 setattr(layer, name, value)
         self._model = _Model(
-            config.n_layers, config.d_model, config.n_heads, config.d_ff, config.vocab_size, config.context_length,
-            LAYER_NORM_EPS, self.token_embedding.weight.data_ptr(), pointer(model.position_embedding.weight),
-            pointer(model.ln_final.weight), pointer(model.ln_final.bias), *map(pointer, quantize_rows(model.lm_head.weight)),
+            config.n_layers,
+            config.d_model,
+            config.n_heads,
+            config.d_ff,
+            config.vocab_size,
+            config.context_length,
+            LAYER_NORM_EPS,
+            self.token_embedding.weight.data_ptr(),
+            pointer(model.position_embedding.weight),
+            pointer(model.ln_final.weight),
+            pointer(model.ln_final.bias),
+            *map(pointer, quantize_rows(model.lm_head.weight)),
             self._layers,
         )
 
@@ -234,17 +298,33 @@ class NativeGPT(nn.Module):
             )
         if cache is None:  # a whole sequence: a scratch cache just big enough, dropped afterwards
             cache = self.new_cache(batch, capacity=steps)
-        if not (cache.keys.is_contiguous() and cache.values.is_contiguous() and cache.keys.dtype == torch.float32
-                and cache.keys.shape[1] >= batch and start + steps <= cache.keys.shape[3]):
-            raise ValueError("the C decoder needs a float32 KVCache from new_cache() with room for these tokens "
-                             "and a row per batch row")
+        if not (
+            cache.keys.is_contiguous()
+            and cache.values.is_contiguous()
+            and cache.keys.dtype == torch.float32
+            and cache.keys.shape[1] >= batch
+            and start + steps <= cache.keys.shape[3]
+        ):
+            raise ValueError(
+                "the C decoder needs a float32 KVCache from new_cache() with room for these tokens "
+                "and a row per batch row"
+            )
         tokens = token_ids.to(device="cpu", dtype=torch.int64).contiguous()
         logits = torch.empty((batch, 1 if last_only else steps, self.config.vocab_size), dtype=torch.float32)
         with _thread_share as share:
             status = self._library.horror_forward(
-                ctypes.byref(self._model), cache.keys.data_ptr(), cache.values.data_ptr(), cache.keys.shape[1],
+                ctypes.byref(self._model),
+                cache.keys.data_ptr(),
+                cache.values.data_ptr(),
+                cache.keys.shape[1],
                 cache.keys.shape[3],
-                tokens.data_ptr(), batch, steps, start, int(last_only), logits.data_ptr(), threads or share,
+                tokens.data_ptr(),
+                batch,
+                steps,
+                start,
+                int(last_only),
+                logits.data_ptr(),
+                threads or share,
             )
         if status:
             raise NativeError(f"C decoder: {_ERRORS.get(status, f'error {status}')}")
@@ -277,9 +357,20 @@ class NativeGPT(nn.Module):
         log_probs = torch.empty(batch, dtype=torch.float32)
         banned = eos_id if eos_id is not None and not settings.allow_eos else -1
         status = self._library.horror_choose_next(
-            logits.data_ptr(), batch, vocab, context.data_ptr(), context.shape[1], settings.repetition_penalty,
-            banned, settings.temperature, settings.top_k, settings.top_p, settings.min_p,
-            noise.data_ptr() if noise is not None else None, chosen.data_ptr(), log_probs.data_ptr(),
+            logits.data_ptr(),
+            batch,
+            vocab,
+            context.data_ptr(),
+            context.shape[1],
+            settings.repetition_penalty,
+            banned,
+            settings.temperature,
+            settings.top_k,
+            settings.top_p,
+            settings.min_p,
+            noise.data_ptr() if noise is not None else None,
+            chosen.data_ptr(),
+            log_probs.data_ptr(),
         )
         if status == _NOTHING_TO_CHOOSE:  # PyTorch's rule decides, from the same random state
             if sampling:

@@ -23,8 +23,13 @@ class RateLimitExceeded(UserError):
 class RateLimiter:
     """A token bucket per client: `burst` requests at once, refilled at `per_minute`."""
 
-    def __init__(self, per_minute: float = DEFAULT_RATE_PER_MINUTE, burst: int = DEFAULT_BURST,
-                 clock: Callable[[], float] = time.monotonic, max_clients: int = 10_000):
+    def __init__(
+        self,
+        per_minute: float = DEFAULT_RATE_PER_MINUTE,
+        burst: int = DEFAULT_BURST,
+        clock: Callable[[], float] = time.monotonic,
+        max_clients: int = 10_000,
+    ):
         if per_minute < 0 or burst < 1:
             raise ValueError(f"need per_minute >= 0 and burst >= 1, got {per_minute} and {burst}")
         self.per_minute, self.burst, self.clock, self.max_clients = per_minute, burst, clock, max_clients
@@ -57,8 +62,10 @@ class RateLimiter:
             if tokens < 1:
                 wait = (1 - tokens) / refill_per_second
                 self._buckets[client] = (tokens, now)
-                raise RateLimitExceeded(f"Too many requests: please wait {wait:.0f} s and try again "
-                                        f"(the limit is {self.per_minute:g} a minute).")
+                raise RateLimitExceeded(
+                    f"Too many requests: please wait {wait:.0f} s and try again "
+                    f"(the limit is {self.per_minute:g} a minute)."
+                )
             self._buckets[client] = (tokens - 1, now)
             if len(self._buckets) > self.max_clients:
                 self._forget_idle_clients(now, refill_per_second)

@@ -29,11 +29,9 @@ def apply_no_repeat_ngram(logits: torch.Tensor, context: torch.Tensor, size: int
     logits = logits.clone()
     prefix_len = size - 1
     for row, tokens in enumerate(context.tolist()):
-        current = tuple(tokens[steps - prefix_len:]) if prefix_len else ()
+        current = tuple(tokens[steps - prefix_len :]) if prefix_len else ()
         banned = {
-            tokens[i + prefix_len]
-            for i in range(steps - size + 1)
-            if tuple(tokens[i:i + prefix_len]) == current
+            tokens[i + prefix_len] for i in range(steps - size + 1) if tuple(tokens[i : i + prefix_len]) == current
         }
         if banned:
             logits[row, list(banned)] = float("-inf")

@@ -56,12 +56,14 @@ def parse_chain_sentences(value: Any) -> list[str]:
     if isinstance(value, dict):
         return Chain.from_dict(value).sentences
     if not isinstance(value, list):
-        raise UserError("the chain must be a list of sentences, e.g. [\"I heard a knock.\"]")
+        raise UserError('the chain must be a list of sentences, e.g. ["I heard a knock."]')
     if len(value) > MAX_TURNS:
         raise UserError(f"a chain holds at most {MAX_TURNS} sentences, got {len(value)}")
     if all(isinstance(item, dict) for item in value):
         return Chain.from_dict({"turns": value}).sentences
-    turns = [{"author": "person", "sentence": item} for item in value if not (isinstance(item, str) and not item.strip())]
+    turns = [
+        {"author": "person", "sentence": item} for item in value if not (isinstance(item, str) and not item.strip())
+    ]
     return Chain.from_dict({"turns": turns}).sentences
 
 

@@ -14,8 +14,14 @@ from horror.service import MAX_BEST_OF
 from horror.storyteller import Story
 
 # Query name -> setting: short names keep the link short enough to paste anywhere.
-SETTING_NAMES = {"t": "temperature", "k": "top_k", "p": "top_p", "mp": "min_p", "rp": "repetition_penalty",
-                 "len": "max_new_tokens"}
+SETTING_NAMES = {
+    "t": "temperature",
+    "k": "top_k",
+    "p": "top_p",
+    "mp": "min_p",
+    "rp": "repetition_penalty",
+    "len": "max_new_tokens",
+}
 MAX_QUERY_VALUE_CHARS = 40  # any number fits; longer is not a number we wrote
 
 

@@ -183,8 +183,9 @@ class StoryTeller:
         )
 
     # ----- telling -----------------------------------------------------------------
-    def story_settings(self, prompt: str, settings: GenerationConfig | None = None,
-                       **overrides: Any) -> GenerationConfig:
+    def story_settings(
+        self, prompt: str, settings: GenerationConfig | None = None, **overrides: Any
+    ) -> GenerationConfig:
         """Settings for a story: unless told otherwise, stop once the story has two sentences
         (one more after a one-sentence prompt, two after an empty one)."""
         settings = self.settings(settings, **overrides)
@@ -192,8 +193,9 @@ class StoryTeller:
             settings = settings.replace(stop_after_sentences=max(1, STORY_SENTENCES - count_sentences(prompt)))
         return settings
 
-    def tell_many(self, prompt: str | None = "", n: int = 1, settings: GenerationConfig | None = None,
-                  **overrides: Any) -> list[Story]:
+    def tell_many(
+        self, prompt: str | None = "", n: int = 1, settings: GenerationConfig | None = None, **overrides: Any
+    ) -> list[Story]:
         """`n` stories continuing `prompt` (empty: the model writes its own first sentence)."""
         prompt = clean_text(prompt)
         settings = self.story_settings(prompt, settings, **overrides)
@@ -209,14 +211,16 @@ class StoryTeller:
         """One story continuing `prompt`."""
         return self.tell_many(prompt, 1, settings, **overrides)[0]
 
-    def best_of(self, prompt: str | None = "", n: int = 4, settings: GenerationConfig | None = None,
-                **overrides: Any) -> list[Story]:
+    def best_of(
+        self, prompt: str | None = "", n: int = 4, settings: GenerationConfig | None = None, **overrides: Any
+    ) -> list[Story]:
         """Sample `n` stories and return them ranked by confidence, best first."""
         stories = self.tell_many(prompt, n, settings, **overrides)
         return sorted(stories, key=lambda story: story.confidence, reverse=True)
 
-    def stream(self, prompt: str | None = "", settings: GenerationConfig | None = None,
-               **overrides: Any) -> Iterator[Story]:
+    def stream(
+        self, prompt: str | None = "", settings: GenerationConfig | None = None, **overrides: Any
+    ) -> Iterator[Story]:
         """Yield the story so far as it grows (drafts: `finish_reason` None), then the finished Story.
 
         The lock is held one token at a time, so concurrent streams interleave fairly."""
@@ -255,8 +259,9 @@ class StoryTeller:
         sentence = clean_text(sentence, "sentence")
         return len(self.tokenizer.encode(" " + sentence)) if sentence else 0
 
-    def continue_chain(self, sentences: list[str], settings: GenerationConfig | None = None,
-                       attempts: int = 3, **overrides: Any) -> Story:
+    def continue_chain(
+        self, sentences: list[str], settings: GenerationConfig | None = None, attempts: int = 3, **overrides: Any
+    ) -> Story:
         """The model's next sentence after `sentences` (empty: it opens the chain).
 
         Only the most recent sentences that fit the model's window are shown to it."""
@@ -270,9 +275,9 @@ class StoryTeller:
         # A model trained on chains starts them with <CHAIN> and knows the story goes on, so it may
         # end the story itself; one without it is kept writing past <EOS> (its artefacts: "now.,").
         chain_id = self.tokenizer.chain_id
-        seen = sentences[self.chain_view_start(sentences, settings):]
+        seen = sentences[self.chain_view_start(sentences, settings) :]
         prompt = " ".join(cleaned for cleaned in (clean_text(sentence, "sentence") for sentence in seen) if cleaned)
-        prompt_ids = self._prompt_ids(prompt, chain_id)[-self.chain_window_tokens(settings):]
+        prompt_ids = self._prompt_ids(prompt, chain_id)[-self.chain_window_tokens(settings) :]
         for attempt in range(attempts):
             seed_settings = settings if attempt == 0 else settings.replace(seed=(settings.seed or 0) + attempt)
             # The last try bans <EOS>: a chain must get its sentence even where the model would end.

@@ -52,8 +52,11 @@ def clean_text(text: Any, what: str = "prompt", limit: int = MAX_PROMPT_CHARS) -
     if len(text) > limit:
         raise UserError(f"{what} is {len(text):,} characters long; the limit is {limit:,}")
     text = text.encode("utf-8", errors="replace").decode("utf-8")  # lone surrogates -> '?'
-    kept = "".join(char for index, char in enumerate(text)
-                   if unicodedata.category(char) != "Cf" or _keeps_format_control(text, index))
+    kept = "".join(
+        char
+        for index, char in enumerate(text)
+        if unicodedata.category(char) != "Cf" or _keeps_format_control(text, index)
+    )
     return one_line(kept)
 
 
@@ -87,7 +90,7 @@ def split_first_sentence(text: str) -> tuple[str, str]:
     ends = sentence_ends(text + " ")
     if not ends:
         return text, ""
-    return text[: ends[0]].strip(), text[ends[0]:].strip()
+    return text[: ends[0]].strip(), text[ends[0] :].strip()
 
 
 def finish_sentence(sentence: str) -> str:

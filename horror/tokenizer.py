@@ -108,5 +108,5 @@ def iter_text_deltas(tokenizer: StoryTokenizer, token_stream: Iterable[int]) -> 
         if text.endswith("\ufffd"):
             continue
         if len(text) > len(emitted) and text.startswith(emitted):
-            yield text[len(emitted):]
+            yield text[len(emitted) :]
             emitted = text

@@ -35,13 +35,15 @@ def story_html(prompt: str, text: str, writing: bool = False) -> str:
     if not text:
         return '<div class="story story-empty">Your story will appear here…</div>'
     if prompt and text.startswith(prompt):
-        setup, twist = prompt, text[len(prompt):]
+        setup, twist = prompt, text[len(prompt) :]
     else:  # the model wrote its own first sentence
         ends = sentence_ends(text + (" " if not writing else ""))
-        setup, twist = (text[: ends[0]], text[ends[0]:]) if ends else (text, "")
+        setup, twist = (text[: ends[0]], text[ends[0] :]) if ends else (text, "")
     cursor = '<span class="cursor">▌</span>' if writing else ""
-    return (f'<div class="story"><span class="setup">{escape_html(setup)}</span>'
-            f'<span class="twist">{escape_html(twist)}</span>{cursor}</div>')
+    return (
+        f'<div class="story"><span class="setup">{escape_html(setup)}</span>'
+        f'<span class="twist">{escape_html(twist)}</span>{cursor}</div>'
+    )
 
 
 def percent(share: float) -> str:
@@ -54,8 +56,10 @@ FINISH_REASONS = {
     "sentences": "stopped after the twist",
     "length": "cut at the length limit",
 }
-CONFIDENCE_HELP = ("*How sure* is the average chance the model gave each word piece it wrote: a story it "
-                   "finds ordinary scores high, a surprising one low, and neither means better.")
+CONFIDENCE_HELP = (
+    "*How sure* is the average chance the model gave each word piece it wrote: a story it "
+    "finds ordinary scores high, a surprising one low, and neither means better."
+)
 
 
 def story_stats(story: Story, best_of: int = 1) -> str:
@@ -63,7 +67,7 @@ def story_stats(story: Story, best_of: int = 1) -> str:
     and the seed that tells the story again (for best-of-N, only with the same N)."""
     seed = f"**seed** `{story.seed}`" + (f" (tells it again with best of {best_of})" if best_of > 1 else "")
     reason = FINISH_REASONS.get(story.finish_reason or "", story.finish_reason or "")
-    return (f"**How sure:** {percent(story.confidence)} · written in {story.seconds:.1f} s · {reason} · {seed}")
+    return f"**How sure:** {percent(story.confidence)} · written in {story.seconds:.1f} s · {reason} · {seed}"
 
 
 def story_panel(stories: list[Story]) -> tuple[str, str, str, int | None]:
@@ -79,24 +83,33 @@ def ranked_html(stories: list[Story]) -> str:
     """Best-of-N results as an ordered list, best first."""
     if len(stories) < 2:
         return ""
-    items = "".join(f'<li><span class="confidence">{percent(story.confidence)}</span> {escape_html(story.story)}</li>'
-                    for story in stories)
+    items = "".join(
+        f'<li><span class="confidence">{percent(story.confidence)}</span> {escape_html(story.story)}</li>'
+        for story in stories
+    )
     return f'<div class="ranked"><h4>All {len(stories)} stories, most confident first</h4><ol>{items}</ol></div>'
 
 
 def chain_html(chain: Chain, view_start: int = 0) -> str:
     """The chain as numbered sentences by author; those the model no longer sees are dimmed."""
     if not chain.turns:
-        return ('<div class="chain chain-empty">No sentences yet. Write the first one below, '
-                'or let the model open.</div>')
+        return (
+            '<div class="chain chain-empty">No sentences yet. Write the first one below, or let the model open.</div>'
+        )
     rows = []
     for index, turn in enumerate(chain.turns):
         unseen = " unseen" if index < view_start else ""
-        rows.append(f'<li class="turn {turn.author}{unseen}"><span class="who">{turn.label}</span>'
-                    f'<span class="sentence">{escape_html(turn.sentence)}</span></li>')
+        rows.append(
+            f'<li class="turn {turn.author}{unseen}"><span class="who">{turn.label}</span>'
+            f'<span class="sentence">{escape_html(turn.sentence)}</span></li>'
+        )
     seen = f"sentence {len(chain)}" if view_start == len(chain) - 1 else f"sentences {view_start + 1}–{len(chain)}"
-    note = (f'<p class="window-note">The model now sees only {seen}; the dimmed ones have left its memory '
-            f'(they stay in your story).</p>' if view_start else "")
+    note = (
+        f'<p class="window-note">The model now sees only {seen}; the dimmed ones have left its memory '
+        f"(they stay in your story).</p>"
+        if view_start
+        else ""
+    )
     return f'<div class="chain"><ol>{"".join(rows)}</ol>{note}</div>'
 
 
@@ -116,20 +129,25 @@ def chain_status(chain: Chain) -> str:
 def tagline_markdown(info: dict[str, Any]) -> str:
     """The header's promise, kept honest: what writes the stories and what to expect of it."""
     size = f"{info.get('parameters', 0) / 1e6:.1f}M-parameter" if info.get("parameters") else "small"
-    return (f"A {size} GPT, trained from scratch on a laptop-class CPU, writes a horror story in two "
-            f"sentences: an ordinary setup, then the twist. It is tiny next to the chatbots you know, so "
-            f"expect odd grammar and twists that miss; press ↻ Again for another. How it was made and what "
-            f"its numbers mean: the About tab.")
+    return (
+        f"A {size} GPT, trained from scratch on a laptop-class CPU, writes a horror story in two "
+        f"sentences: an ordinary setup, then the twist. It is tiny next to the chatbots you know, so "
+        f"expect odd grammar and twists that miss; press ↻ Again for another. How it was made and what "
+        f"its numbers mean: the About tab."
+    )
 
 
 def banner_html(info: dict[str, Any]) -> str:
     """Warnings for the top of the page: a fallback to the bundled model, an untrained model."""
     lines = []
     if info.get("notice"):
-        lines.append(f"⚠️ <b>Serving the bundled model instead of the one asked for.</b> {escape_html(str(info['notice']))}")
+        lines.append(
+            f"⚠️ <b>Serving the bundled model instead of the one asked for.</b> {escape_html(str(info['notice']))}"
+        )
     if not info.get("trained", True):
-        lines.append("🧪 <b>This model is untrained</b> (random weights): it writes gibberish until a trained "
-                     "model is bundled.")
+        lines.append(
+            "🧪 <b>This model is untrained</b> (random weights): it writes gibberish until a trained model is bundled."
+        )
     return "".join(f'<div class="banner">{line}</div>' for line in lines)
 
 
@@ -138,27 +156,42 @@ def about_markdown(info: dict[str, Any]) -> str:
     card = info.get("card") if isinstance(info.get("card"), dict) else {}
     settings = info.get("generation_config", {})
     rows = [
-        ("Source", "bundled with the app (assets/model)" if info.get("source_kind") == "bundled"
-                   else f"{info.get('source')} ({info.get('source_kind')})"),
+        (
+            "Source",
+            "bundled with the app (assets/model)"
+            if info.get("source_kind") == "bundled"
+            else f"{info.get('source')} ({info.get('source_kind')})",
+        ),
         ("Revision", info.get("revision") or "—"),
         ("Trained", "yes" if info.get("trained", True) else "no: an untrained placeholder (random weights)"),
         ("Parameters", f"{info.get('parameters', 0) / 1e6:.2f} M"),
-        ("Shape", f"{info.get('n_layers')} layers, d_model {info.get('d_model')}, {info.get('n_heads')} heads, "
-                  f"FFN {info.get('d_ff')}, context {info.get('context_length')} tokens, "
-                  f"vocabulary {info.get('vocab_size'):,}" if isinstance(info.get("vocab_size"), int) else "—"),
+        (
+            "Shape",
+            f"{info.get('n_layers')} layers, d_model {info.get('d_model')}, {info.get('n_heads')} heads, "
+            f"FFN {info.get('d_ff')}, context {info.get('context_length')} tokens, "
+            f"vocabulary {info.get('vocab_size'):,}"
+            if isinstance(info.get("vocab_size"), int)
+            else "—",
+        ),
         ("Inference", info.get("inference") or "—"),
         ("Training data", _training_data(card)),
         ("Validation loss", _per_phase(card.get("val_loss"), "{:.3f} nats/token")),
         ("Tokens seen", _per_phase(card.get("tokens_seen"), "{:,}")),
-        ("Default sampling", ", ".join(f"{name.replace('_', ' ')} {settings.get(name)}"
-                                       for name in SAMPLING_FIELDS[:-1] if name in settings)),
+        (
+            "Default sampling",
+            ", ".join(
+                f"{name.replace('_', ' ')} {settings.get(name)}" for name in SAMPLING_FIELDS[:-1] if name in settings
+            ),
+        ),
     ]
     table = "\n".join(f"| {name} | {escape_markdown(str(value), inline=True)} |" for name, value in rows)
     notice = f"\n\n> ⚠️ {escape_markdown(str(info['notice']))}" if info.get("notice") else ""
     if not info.get("trained", True):
         notice += "\n\n> 🧪 **Untrained placeholder:** random weights, so the stories are gibberish for now."
-    return (f"### The model\n\nA GPT-style decoder-only transformer trained from scratch to write two-sentence "
-            f"horror stories.{notice}\n\n| Fact | Value |\n|---|---|\n{table}\n")
+    return (
+        f"### The model\n\nA GPT-style decoder-only transformer trained from scratch to write two-sentence "
+        f"horror stories.{notice}\n\n| Fact | Value |\n|---|---|\n{table}\n"
+    )
 
 
 def _training_data(card: dict[str, Any]) -> str:
@@ -168,8 +201,9 @@ def _training_data(card: dict[str, Any]) -> str:
     phases = []
     for phase, facts in data.items():
         sources = facts.get("sources", []) if isinstance(facts, dict) else []
-        names = ", ".join(Path(str(s.get("source", "?"))).name or str(s.get("source")) for s in sources
-                          if isinstance(s, dict))
+        names = ", ".join(
+            Path(str(s.get("source", "?"))).name or str(s.get("source")) for s in sources if isinstance(s, dict)
+        )
         stories = facts.get("train_stories") if isinstance(facts, dict) else None
         count = f" ({stories:,} training stories)" if isinstance(stories, int) else ""
         phases.append(f"{phase}: {names or '?'}{count}")
@@ -179,6 +213,7 @@ def _training_data(card: dict[str, Any]) -> str:
 def _per_phase(values: Any, number_format: str) -> str:
     if not isinstance(values, dict) or not values:
         return "—"
-    return "; ".join(f"{phase} {number_format.format(value)}" if isinstance(value, (int, float)) else f"{phase} {value}"
-                     for phase, value in values.items())
-
+    return "; ".join(
+        f"{phase} {number_format.format(value)}" if isinstance(value, (int, float)) else f"{phase} {value}"
+        for phase, value in values.items()
+    )

@@ -75,14 +75,22 @@ class HubStandIn:
 
     def env(self, home: Path, offline: bool = False) -> dict[str, str]:
         """Environment for a client process: this endpoint, and every Hub and datasets cache under `home`."""
-        return {"HF_ENDPOINT": self.url, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"),
-                "HF_DATASETS_CACHE": str(home / "datasets"), "HF_HUB_OFFLINE": "1" if offline else "0",
-                "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_ETAG_TIMEOUT": "5", "HF_HUB_DOWNLOAD_TIMEOUT": "5"}
+        return {
+            "HF_ENDPOINT": self.url,
+            "HF_HOME": str(home),
+            "HF_HUB_CACHE": str(home / "hub"),
+            "HF_DATASETS_CACHE": str(home / "datasets"),
+            "HF_HUB_OFFLINE": "1" if offline else "0",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_ETAG_TIMEOUT": "5",
+            "HF_HUB_DOWNLOAD_TIMEOUT": "5",
+        }
 
     def add_repo(self, repo_type: str, repo_id: str, files: dict[str, bytes | str]) -> None:
         """Create (or replace) a "model" or "dataset" repo holding `files`."""
-        self.repos[(repo_type, repo_id)] = {path: data.encode() if isinstance(data, str) else data
-                                            for path, data in files.items()}
+        self.repos[(repo_type, repo_id)] = {
+            path: data.encode() if isinstance(data, str) else data for path, data in files.items()
+        }
         self._new_commit((repo_type, repo_id))
 
     def files(self, repo_type: str, repo_id: str) -> dict[str, bytes]:
@@ -151,17 +159,31 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "POST" and action in WRITES and not self._authorized():
             return None
         if self.command == "POST" and action == "preupload":
-            return self._json({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                         for f in json.loads(body)["files"]]})
+            return self._json(
+                {
+                    "files": [
+                        {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                        for f in json.loads(body)["files"]
+                    ]
+                }
+            )
         if self.command == "POST" and action == "commit":
             return self._commit(key, body)
         self._unknown()
 
     # ----- reading ----------------------------------------------------------------
     def _repo_info(self, key: tuple[str, str]) -> dict:
-        return {"id": key[1], "sha": self.hub.shas[key], "private": False, "disabled": False, "gated": False,
-                "siblings": [{"rfilename": path} for path in sorted(self.hub.repos[key])], "tags": [],
-                "cardData": {}, "lastModified": "2025-01-01T00:00:00.000Z"}
+        return {
+            "id": key[1],
+            "sha": self.hub.shas[key],
+            "private": False,
+            "disabled": False,
+            "gated": False,
+            "siblings": [{"rfilename": path} for path in sorted(self.hub.repos[key])],
+            "tags": [],
+            "cardData": {},
+            "lastModified": "2025-01-01T00:00:00.000Z",
+        }
 
     def _entries(self, key: tuple[str, str]) -> list[dict]:
         """Every file and folder of the repo, as tree entries."""
@@ -172,14 +194,15 @@ class _Handler(BaseHTTPRequestHandler):
             while parent:
                 folders.add(parent)
                 parent = parent.rpartition("/")[0]
-        return entries + [{"type": "directory", "path": folder, "oid": "0" * 40, "size": 0}
-                          for folder in sorted(folders)]
+        return entries + [
+            {"type": "directory", "path": folder, "oid": "0" * 40, "size": 0} for folder in sorted(folders)
+        ]
 
     def _tree(self, key: tuple[str, str], folder: str) -> list[dict]:
         recursive = parse_qs(urlsplit(self.path).query).get("recursive", ["false"])[0].lower() in ("true", "1")
         prefix = f"{folder}/" if folder else ""
         inside = [entry for entry in self._entries(key) if entry["path"].startswith(prefix)]
-        return inside if recursive else [entry for entry in inside if "/" not in entry["path"][len(prefix):]]
+        return inside if recursive else [entry for entry in inside if "/" not in entry["path"][len(prefix) :]]
 
     def _resolve(self, key: tuple[str, str], revision: str, path: str) -> None:
         if key not in self.hub.repos:

@@ -34,7 +34,10 @@ def client(tiny_teller) -> Client:
 
 def test_only_the_three_named_endpoints_are_public(client):
     assert set(client.view_api(print_info=False, return_format="dict")["named_endpoints"]) == {
-        "/story", "/chain_step", "/score"}
+        "/story",
+        "/chain_step",
+        "/score",
+    }
 
 
 def test_story_continues_the_prompt_and_the_seed_reproduces_it(client):
@@ -45,17 +48,21 @@ def test_story_continues_the_prompt_and_the_seed_reproduces_it(client):
 
 
 def test_story_with_no_prompt_lets_the_model_open_and_takes_sampling_settings(client):
-    story = client.predict(temperature=0.0, top_k=5, top_p=0.5, min_p=0.1, repetition_penalty=1.1,
-                           max_new_tokens=8, api_name="/story")
+    story = client.predict(
+        temperature=0.0, top_k=5, top_p=0.5, min_p=0.1, repetition_penalty=1.1, max_new_tokens=8, api_name="/story"
+    )
     assert story["prompt"] == "" and story["story"] and story["new_tokens"] <= 8
 
 
-@pytest.mark.parametrize("chain", [
-    ["I heard a knock.", "Nobody was there."],
-    json.dumps(["I heard a knock.", "Nobody was there."]),
-    [{"author": "person", "sentence": "I heard a knock."}, {"author": "model", "sentence": "Nobody was there."}],
-    [],  # the model opens
-])
+@pytest.mark.parametrize(
+    "chain",
+    [
+        ["I heard a knock.", "Nobody was there."],
+        json.dumps(["I heard a knock.", "Nobody was there."]),
+        [{"author": "person", "sentence": "I heard a knock."}, {"author": "model", "sentence": "Nobody was there."}],
+        [],  # the model opens
+    ],
+)
 def test_chain_step_returns_one_new_sentence(client, chain):
     sentence = client.predict(chain, seed=4, api_name="/chain_step")
     assert isinstance(sentence, str) and sentence.strip()
@@ -73,18 +80,21 @@ def test_score_reports_confidence_and_perplexity(client):
     assert with_prompt["tokens"] < score["tokens"]
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"prompt": "x", "temperature": 99, "api_name": "/story"}, "temperature must be in"),
-    ({"prompt": "x", "top_p": 0, "api_name": "/story"}, "top_p must be in"),
-    ({"prompt": "x" * (MAX_PROMPT_CHARS + 1), "api_name": "/story"}, "the limit is"),
-    ({"prompt": "x", "seed": "soon", "api_name": "/story"}, "seed must be a whole number"),
-    ({"prompt": "x", "max_new_tokens": 10_000, "api_name": "/story"}, "max_new_tokens must be between"),
-    ({"chain": 42, "api_name": "/chain_step"}, "list of sentences"),
-    ({"chain": ["ok.", 7], "api_name": "/chain_step"}, "must be text"),
-    ({"chain": "[broken", "api_name": "/chain_step"}, "not valid JSON"),
-    ({"text": "", "api_name": "/score"}, "empty"),
-    ({"text": 12, "api_name": "/score"}, "must be text"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"prompt": "x", "temperature": 99, "api_name": "/story"}, "temperature must be in"),
+        ({"prompt": "x", "top_p": 0, "api_name": "/story"}, "top_p must be in"),
+        ({"prompt": "x" * (MAX_PROMPT_CHARS + 1), "api_name": "/story"}, "the limit is"),
+        ({"prompt": "x", "seed": "soon", "api_name": "/story"}, "seed must be a whole number"),
+        ({"prompt": "x", "max_new_tokens": 10_000, "api_name": "/story"}, "max_new_tokens must be between"),
+        ({"chain": 42, "api_name": "/chain_step"}, "list of sentences"),
+        ({"chain": ["ok.", 7], "api_name": "/chain_step"}, "must be text"),
+        ({"chain": "[broken", "api_name": "/chain_step"}, "not valid JSON"),
+        ({"text": "", "api_name": "/score"}, "empty"),
+        ({"text": 12, "api_name": "/score"}, "must be text"),
+    ],
+)
 def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client, kwargs, message):
     with pytest.raises(AppError, match=message) as error:
         client.predict(**kwargs)
@@ -95,6 +105,7 @@ def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client, kwargs, 
 def test_an_unexpected_failure_shows_a_generic_message_not_a_traceback(tiny_teller, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals at /srv/model.py line 3")
+
     with serve(tiny_teller, RateLimiter(per_minute=0)) as url:
         monkeypatch.setattr(tiny_teller, "score", explode)
         with pytest.raises(AppError) as error:
@@ -120,8 +131,13 @@ def test_the_rate_limit_from_the_environment_refuses_a_greedy_client(tiny_teller
 
 
 def test_the_banner_shows_when_the_app_fell_back_to_the_bundled_model(tiny_teller, monkeypatch):
-    monkeypatch.setattr(tiny_teller, "source", dataclasses.replace(
-        tiny_teller.source, notice="could not download 'me/<gone>' from the Hub; serving the bundled model instead"))
+    monkeypatch.setattr(
+        tiny_teller,
+        "source",
+        dataclasses.replace(
+            tiny_teller.source, notice="could not download 'me/<gone>' from the Hub; serving the bundled model instead"
+        ),
+    )
     components = app.build_demo(tiny_teller).config["components"]
     banner = next(c["props"] for c in components if c["props"].get("elem_id") == "banner")
     assert banner["visible"] and "Serving the bundled model instead of the one asked for." in banner["value"]
@@ -134,11 +150,18 @@ def test_python_app_py_serves_horror_model_on_gradio_server_port(tmp_path):
     port = free_port()
     broken = tmp_path / "broken-model"
     broken.mkdir()
-    env = {**os.environ, "HORROR_MODEL": str(broken), "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
-           "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "HORROR_MODEL": str(broken),
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     watchdog = threading.Timer(120, process.kill)
     watchdog.start()
     try:

@@ -14,8 +14,16 @@ from app_server import serve
 from horror.ratelimit import RateLimiter
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 WAIT_MS = 60_000  # generous: CI shares two cores
 
 pytestmark = [
@@ -91,8 +99,9 @@ def test_a_visitor_tells_a_story_and_plays_a_chain(tiny_teller, browser, tmp_pat
         page.get_by_text("Edit a sentence").click()
         page.get_by_label("Sentence number").fill("1")
         page.get_by_label("Sentence number").press("Enter")
-        expect(page.get_by_label("New text")).to_have_value("The lights flickered twice before dinner.",
-                                                           timeout=WAIT_MS)
+        expect(page.get_by_label("New text")).to_have_value(
+            "The lights flickered twice before dinner.", timeout=WAIT_MS
+        )
         page.get_by_label("New text").fill("The lights flickered three times before dinner.")
         page.get_by_role("button", name="Save edit").click()
         expect(turns.nth(0)).to_contain_text("three times", timeout=WAIT_MS)

@@ -24,8 +24,14 @@ from horror.service import StoryService
 from horror.views import about_markdown, banner_html, chain_panel, story_panel
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
-INJECTIONS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", "[x](javascript:alert(1))",
-              "<a href='javascript:alert(1)'>click</a>", "**bold** _it_ `code` # heading", "&lt;script&gt;"]
+INJECTIONS = [
+    "<script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "[x](javascript:alert(1))",
+    "<a href='javascript:alert(1)'>click</a>",
+    "**bold** _it_ `code` # heading",
+    "&lt;script&gt;",
+]
 
 
 def assert_no_live_markup(rendered: str, text: str) -> None:

@@ -64,6 +64,7 @@ def call(teller: StoryTeller, method: str, text: str) -> list[Story]:
 
 # ----- StoryTeller ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["tell", "best_of", "stream", "continue_chain"])
 @pytest.mark.parametrize("name", HOSTILE_TEXTS)
 def test_storyteller_refuses_or_cleans_hostile_text_and_keeps_serving(tiny_teller, method, name):
@@ -93,8 +94,12 @@ def test_score_refuses_empty_or_oversized_text_and_scores_the_rest(tiny_teller, 
 
 @pytest.mark.parametrize("value", [b"\xff\xfe invalid utf-8", bytearray(b"x"), 3.5, ["list"], {"a": 1}])
 def test_text_that_is_not_a_string_is_a_value_error_everywhere(tiny_teller, value):
-    for attempt in (lambda: tiny_teller.tell(value), lambda: tiny_teller.score(value),
-                    lambda: tiny_teller.continue_chain(["It was late.", value]), lambda: list(tiny_teller.stream(value))):
+    for attempt in (
+        lambda: tiny_teller.tell(value),
+        lambda: tiny_teller.score(value),
+        lambda: tiny_teller.continue_chain(["It was late.", value]),
+        lambda: list(tiny_teller.stream(value)),
+    ):
         with pytest.raises(ValueError, match="must be text"):
             attempt()
 
@@ -114,10 +119,24 @@ def test_one_oversized_sentence_anywhere_in_a_chain_is_refused(tiny_teller):
         tiny_teller.continue_chain(chain)
 
 
-SLIDERS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size",
-           "max_new_tokens", "seed")
-VALID_EDGES = {("temperature", 0), ("top_k", 0), ("min_p", 0), ("no_repeat_ngram_size", 0), ("seed", 0),
-               ("min_p", 1e-300)}
+SLIDERS = (
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+    "max_new_tokens",
+    "seed",
+)
+VALID_EDGES = {
+    ("temperature", 0),
+    ("top_k", 0),
+    ("min_p", 0),
+    ("no_repeat_ngram_size", 0),
+    ("seed", 0),
+    ("min_p", 1e-300),
+}
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -1, 0, 1e-300, 1e300, 10**30, "3", [1], True])
@@ -132,6 +151,7 @@ def test_a_slider_value_out_of_range_or_of_the_wrong_type_is_a_value_error_namin
 
 # ----- command line --------------------------------------------------------------------------
 
+
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     status = cli.main(list(argv))
     out, err = capsys.readouterr()
@@ -140,8 +160,18 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize("name", HOSTILE_TEXTS)
 def test_generate_refuses_or_cleans_a_hostile_prompt(capsys, tiny_model_dir, name):
-    status, out, err = run_cli(capsys, "generate", HOSTILE_TEXTS[name], "--model", str(tiny_model_dir),
-                               "--max-new-tokens", "6", "--seed", "1", "--json")
+    status, out, err = run_cli(
+        capsys,
+        "generate",
+        HOSTILE_TEXTS[name],
+        "--model",
+        str(tiny_model_dir),
+        "--max-new-tokens",
+        "6",
+        "--seed",
+        "1",
+        "--json",
+    )
     if name in TOO_LONG:
         assert (status, out) == (2, "") and err.startswith("error: prompt is") and err.count("\n") == 1
         return
@@ -151,12 +181,28 @@ def test_generate_refuses_or_cleans_a_hostile_prompt(capsys, tiny_model_dir, nam
     assert_plain_text(story["story"])
 
 
-@pytest.mark.parametrize("flag", [
-    "--temperature=nan", "--temperature=inf", "--temperature=-inf", "--temperature=1e308", "--top-k=-1",
-    "--top-p=0", "--top-p=nan", "--min-p=2", "--repetition-penalty=0", "--no-repeat-ngram-size=-1",
-    "--max-new-tokens=0", "--max-new-tokens=100000000", "--seed=-1", "--seed=99999999999999999999999",
-    "--n=0", "--n=100000", "--best-of=100000",
-])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--temperature=nan",
+        "--temperature=inf",
+        "--temperature=-inf",
+        "--temperature=1e308",
+        "--top-k=-1",
+        "--top-p=0",
+        "--top-p=nan",
+        "--min-p=2",
+        "--repetition-penalty=0",
+        "--no-repeat-ngram-size=-1",
+        "--max-new-tokens=0",
+        "--max-new-tokens=100000000",
+        "--seed=-1",
+        "--seed=99999999999999999999999",
+        "--n=0",
+        "--n=100000",
+        "--best-of=100000",
+    ],
+)
 def test_a_generate_flag_out_of_range_exits_2_with_one_line(capsys, tiny_model_dir, flag):
     status, out, err = run_cli(capsys, "generate", "It knocked.", "--model", str(tiny_model_dir), flag)
     assert (status, out) == (2, "")
@@ -189,8 +235,13 @@ def test_a_bad_story_or_prompt_file_exits_2_saying_what_is_wrong(capsys, tmp_pat
 
 
 def test_score_skips_control_only_lines_and_scores_hostile_ones(capsys, tmp_path, tiny_model_dir):
-    lines = ["<script>alert(1)</script>", "[x](javascript:alert(1))", "The door 👻 creaked. הדלת נפתחה.",
-             "It\x00 knocked\x07 at the door.", "\x00\x07\x1b"]
+    lines = [
+        "<script>alert(1)</script>",
+        "[x](javascript:alert(1))",
+        "The door 👻 creaked. הדלת נפתחה.",
+        "It\x00 knocked\x07 at the door.",
+        "\x00\x07\x1b",
+    ]
     (tmp_path / "stories.txt").write_text("\n".join(lines))
     status, out, err = run_cli(capsys, "score", str(tmp_path / "stories.txt"), "--model", str(tiny_model_dir), "--json")
     assert status == 0, err
@@ -240,15 +291,18 @@ def test_a_bad_train_config_is_a_value_error_naming_the_problem(tmp_path, name):
         load_config(tmp_path / "config.json", [])
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["--pretrain.lr", "NaN"], "lr"),
-    (["--pretrain.lr", "-Infinity"], "lr"),
-    (["--seed", "\x00"], "seed"),
-    (["--name"], "needs a value"),
-    (["name", "x"], "expected --field value"),
-    (["--pretrain_sources", "{not json"], "pretrain_sources"),
-    (["--val_fraction", "Infinity"], "val_fraction"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--pretrain.lr", "NaN"], "lr"),
+        (["--pretrain.lr", "-Infinity"], "lr"),
+        (["--seed", "\x00"], "seed"),
+        (["--name"], "needs a value"),
+        (["name", "x"], "expected --field value"),
+        (["--pretrain_sources", "{not json"], "pretrain_sources"),
+        (["--val_fraction", "Infinity"], "val_fraction"),
+    ],
+)
 def test_a_bad_train_override_is_a_value_error(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)

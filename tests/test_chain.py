@@ -147,7 +147,7 @@ def test_a_long_chain_keeps_every_sentence_while_the_view_slides():
     chain = Chain()
     for number in range(150):
         chain = chain.add_person_sentence(f"Sentence number {number} was here.")
-    view = chain.sentences[window_start(chain.sentences, 60, words):]
+    view = chain.sentences[window_start(chain.sentences, 60, words) :]
     assert len(chain) == 150 and view[-1] == "Sentence number 149 was here." and len(view) == 12
 
 
@@ -165,14 +165,17 @@ def test_export_markdown_escapes_user_text():
     assert "\n\\# Not a" in markdown  # the paragraph cannot become a heading
 
 
-@pytest.mark.parametrize("text, escaped", [
-    ("1. first", "1\\. first"),
-    ("- item", "\\- item"),
-    ("> quote", "&gt; quote"),
-    ("a_b*c`d", "a\\_b\\*c\\`d"),
-    ("&amp;", "&amp;amp;"),
-    ("plain words.", "plain words."),
-])
+@pytest.mark.parametrize(
+    "text, escaped",
+    [
+        ("1. first", "1\\. first"),
+        ("- item", "\\- item"),
+        ("> quote", "&gt; quote"),
+        ("a_b*c`d", "a\\_b\\*c\\`d"),
+        ("&amp;", "&amp;amp;"),
+        ("plain words.", "plain words."),
+    ],
+)
 def test_escape_markdown(text, escaped):
     assert escape_markdown(text) == escaped
 
@@ -184,15 +187,18 @@ def test_round_trip_through_json():
     assert Chain.from_dict(None) == Chain()
 
 
-@pytest.mark.parametrize("data, message", [
-    ([], "must be an object"),
-    ({"turns": "nope"}, "must be an object"),
-    ({"turns": [{"author": "ghost", "sentence": "Boo."}]}, "author"),
-    ({"turns": [{"author": "model", "sentence": ""}]}, "empty"),
-    ({"turns": [{"author": "model", "sentence": 5}]}, "text"),
-    ({"turns": [{"author": "model", "sentence": "x" * (MAX_SENTENCE_CHARS + 1)}]}, "limit"),
-    ({"turns": [{"author": "model", "sentence": "A."}] * (MAX_TURNS + 1)}, "at most"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ([], "must be an object"),
+        ({"turns": "nope"}, "must be an object"),
+        ({"turns": [{"author": "ghost", "sentence": "Boo."}]}, "author"),
+        ({"turns": [{"author": "model", "sentence": ""}]}, "empty"),
+        ({"turns": [{"author": "model", "sentence": 5}]}, "text"),
+        ({"turns": [{"author": "model", "sentence": "x" * (MAX_SENTENCE_CHARS + 1)}]}, "limit"),
+        ({"turns": [{"author": "model", "sentence": "A."}] * (MAX_TURNS + 1)}, "at most"),
+    ],
+)
 def test_from_dict_refuses_bad_data_with_a_clear_message(data, message):
     with pytest.raises(ValueError, match=message):
         Chain.from_dict(data)

@@ -24,8 +24,22 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_generate_json_prints_one_story_object_per_line(capsys, tiny_model_dir):
-    status, out, err = run(capsys, "generate", "I heard a knock.", "--model", str(tiny_model_dir),
-                           "--n", "3", "--seed", "4", "--temperature", "0.9", "--max-new-tokens", "12", "--json")
+    status, out, err = run(
+        capsys,
+        "generate",
+        "I heard a knock.",
+        "--model",
+        str(tiny_model_dir),
+        "--n",
+        "3",
+        "--seed",
+        "4",
+        "--temperature",
+        "0.9",
+        "--max-new-tokens",
+        "12",
+        "--json",
+    )
     assert status == 0 and err == ""
     stories = [json.loads(line) for line in out.splitlines()]
     assert len(stories) == 3
@@ -54,8 +68,20 @@ def test_generate_plain_output_is_readable(capsys, tiny_model_dir):
 
 
 def test_best_of_prints_the_most_confident_first(capsys, tiny_model_dir):
-    status, out, _ = run(capsys, "generate", "It knocked.", "--model", str(tiny_model_dir),
-                         "--best-of", "4", "--n", "2", "--seed", "3", "--json")
+    status, out, _ = run(
+        capsys,
+        "generate",
+        "It knocked.",
+        "--model",
+        str(tiny_model_dir),
+        "--best-of",
+        "4",
+        "--n",
+        "2",
+        "--seed",
+        "3",
+        "--json",
+    )
     confidences = [json.loads(line)["confidence"] for line in out.splitlines()]
     assert status == 0 and len(confidences) == 2 and confidences[0] >= confidences[1]
 
@@ -172,20 +198,42 @@ def test_evaluate_passes_prompts_samples_and_training_texts(capsys, monkeypatch,
         return {"well_formed": 0.5, "stories": 4, "examples": [{"prompt": "It knocked."}]}
 
     monkeypatch.setattr("horror.evaluate.evaluate_model", fake_evaluate)
-    argv = ["evaluate", "--prompts", str(tmp_path / "prompts.txt"), "--samples", "2",
-            "--train-file", str(tmp_path / "train.txt"), "--model", str(tiny_model_dir)]
+    argv = [
+        "evaluate",
+        "--prompts",
+        str(tmp_path / "prompts.txt"),
+        "--samples",
+        "2",
+        "--train-file",
+        str(tmp_path / "train.txt"),
+        "--model",
+        str(tiny_model_dir),
+    ]
     status, out, _ = run(capsys, *argv, "--json")
     assert status == 0 and json.loads(out)["well_formed"] == 0.5
-    assert seen == {"prompts": ["It knocked.", "The lights went out."], "samples": 2,
-                    "train_texts": ["A story. Another one."], "seed": 0}
+    assert seen == {
+        "prompts": ["It knocked.", "The lights went out."],
+        "samples": 2,
+        "train_texts": ["A story. Another one."],
+        "seed": 0,
+    }
     status, out, _ = run(capsys, *argv)
     assert status == 0 and "well_formed: 0.5" in out and "stories: 4" in out
 
 
 def test_evaluate_runs_the_real_metrics_on_a_tiny_model(capsys, tmp_path, tiny_model_dir):
     (tmp_path / "prompts.txt").write_text("It knocked.\nThe lights went out.\n")
-    status, out, err = run(capsys, "evaluate", "--prompts", str(tmp_path / "prompts.txt"), "--samples", "1",
-                           "--model", str(tiny_model_dir), "--json")
+    status, out, err = run(
+        capsys,
+        "evaluate",
+        "--prompts",
+        str(tmp_path / "prompts.txt"),
+        "--samples",
+        "1",
+        "--model",
+        str(tiny_model_dir),
+        "--json",
+    )
     assert status == 0, err
     assert isinstance(json.loads(out), dict)
 
@@ -197,10 +245,17 @@ def test_evaluate_without_its_prompt_file_exits_2(capsys, tmp_path, tiny_model_d
 
 def test_python_dash_m_horror_prints_the_fallback_notice_once_and_never_the_token(tmp_path, tiny_model_dir):
     # A real process (the entry point, logging set-up), offline, with nothing in its Hub cache.
-    env = {**os.environ, "HF_TOKEN": "hf_secret_do_not_print", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1",
-           "HF_HUB_CACHE": str(tmp_path), "HORROR_MODEL": "someone/not-cached"}
-    result = subprocess.run([sys.executable, "-m", "horror", "info"],
-                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    env = {
+        **os.environ,
+        "HF_TOKEN": "hf_secret_do_not_print",
+        "PYTHONPATH": str(ROOT),
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": str(tmp_path),
+        "HORROR_MODEL": "someone/not-cached",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "horror", "info"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "parameters:" in result.stdout
     assert result.stderr.count("serving the bundled model instead") == 1

@@ -25,17 +25,20 @@ from horror.storyteller import StoryTeller
 
 
 # ----- well-formed -----------------------------------------------------------------------
-@pytest.mark.parametrize("text", [
-    "But I live alone.",
-    "Then the knocking came from inside the closet!",
-    "Who was holding my hand?",
-    "It was never my sister…",
-    "She whispered, \u201cDon\u2019t turn around.\u201d",
-    'He said, "I buried you last spring."',
-    "The door opened by itself (nobody was there.)",
-    "  Nobody else could see her.  ",  # surrounding whitespace is not a sentence
-    "I waved at Mr. Jenkins and he waved back with both heads.",  # an abbreviation is not an end
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "But I live alone.",
+        "Then the knocking came from inside the closet!",
+        "Who was holding my hand?",
+        "It was never my sister…",
+        "She whispered, \u201cDon\u2019t turn around.\u201d",
+        'He said, "I buried you last spring."',
+        "The door opened by itself (nobody was there.)",
+        "  Nobody else could see her.  ",  # surrounding whitespace is not a sentence
+        "I waved at Mr. Jenkins and he waved back with both heads.",  # an abbreviation is not an end
+    ],
+)
 def test_one_complete_sentence_is_well_formed(text: str) -> None:
     assert is_well_formed(text)
 
@@ -167,7 +170,9 @@ def test_the_shipped_eval_prompts_are_single_sentences_that_do_not_leak_the_corp
 # ----- files and seeds -------------------------------------------------------------------
 def test_load_lines_skips_blank_lines_and_comments(tmp_path: Path) -> None:
     path = tmp_path / "prompts.txt"
-    path.write_text("# a comment\n\n  The lights went out.  \n   # indented comment\nMy dog barked.\n", encoding="utf-8")
+    path.write_text(
+        "# a comment\n\n  The lights went out.  \n   # indented comment\nMy dog barked.\n", encoding="utf-8"
+    )
     assert load_lines(path) == ["The lights went out.", "My dog barked."]
 
 
@@ -208,14 +213,34 @@ def test_evaluate_model_rejects_no_prompts(tiny_teller: StoryTeller) -> None:
 
 
 # ----- story chain ---------------------------------------------------------------------------
-@pytest.mark.parametrize("sentence", ["Then it knocked.", '"Who is there," she asked.', "At three it stopped...",
-                                      "It was mine.”", "(Nobody answered.)", "1999 was the last good year!"])
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "Then it knocked.",
+        '"Who is there," she asked.',
+        "At three it stopped...",
+        "It was mine.”",
+        "(Nobody answered.)",
+        "1999 was the last good year!",
+    ],
+)
 def test_a_clean_chain_sentence_starts_and_ends_like_one(sentence: str) -> None:
     assert is_clean_chain_sentence(sentence)
 
 
-@pytest.mark.parametrize("sentence", ["now., they'd left.", "We ate dinner..", "then it knocked.", "It knocked",
-                                      "It knocked. It left.", ", then a voice.", "It stopped,. Then", "."])
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "now., they'd left.",
+        "We ate dinner..",
+        "then it knocked.",
+        "It knocked",
+        "It knocked. It left.",
+        ", then a voice.",
+        "It stopped,. Then",
+        ".",
+    ],
+)
 def test_chain_artefacts_and_broken_sentences_are_not_clean(sentence: str) -> None:
     assert not is_clean_chain_sentence(sentence)
 

@@ -59,8 +59,9 @@ class FakeHubHandler(BaseHTTPRequestHandler):
         body = json.dumps({"error": "not found"}).encode()
         self.send_response(404)
         self.send_header("X-Error-Code", self.server.behaviour)
-        self.send_header("X-Error-Message", "Repository not found" if self.server.behaviour == "RepoNotFound"
-                         else "Invalid rev id")
+        self.send_header(
+            "X-Error-Message", "Repository not found" if self.server.behaviour == "RepoNotFound" else "Invalid rev id"
+        )
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -147,8 +148,10 @@ FOLDER_FAULTS = {  # how to break a copy of the tiny model, what the notice must
     "weights cut in half": (lambda f: truncate(f / "model.safetensors"), "corrupt or truncated"),
     "weights cut inside the header": (lambda f: truncate(f / "model.safetensors", 20), "corrupt or truncated"),
     "weights of zero bytes": (lambda f: truncate(f / "model.safetensors", 0), "corrupt or truncated"),
-    "weights that are a pickle": (lambda f: (f / "model.safetensors").write_bytes(b"\x80\x04K\x01."),
-                                  "corrupt or truncated"),
+    "weights that are a pickle": (
+        lambda f: (f / "model.safetensors").write_bytes(b"\x80\x04K\x01."),
+        "corrupt or truncated",
+    ),
     # config.json is in GPT-2's format: n_embd is d_model, n_positions the context, n_layer the layers.
     "config wider than the weights": (lambda f: write_config(f, n_embd=64, n_head=4), "does not match config.json"),
     "config longer than the weights": (lambda f: write_config(f, n_positions=128), "does not match config.json"),
@@ -156,15 +159,19 @@ FOLDER_FAULTS = {  # how to break a copy of the tiny model, what the notice must
     "tokenizer larger than the config": (lambda f: write_config(f, vocab_size=256), "tokenizer has 400 tokens"),
     "tokenizer not JSON": (lambda f: (f / "tokenizer.json").write_text("{"), "tokenizer"),
     "tokenizer file missing": (lambda f: (f / "tokenizer.json").unlink(), "missing tokenizer.json"),
-    "config with a NaN dropout": (lambda f: (f / "config.json").write_text(
-        (f / "config.json").read_text().replace('"resid_pdrop": 0.0', '"resid_pdrop": NaN')),
-        "not a valid model config"),
+    "config with a NaN dropout": (
+        lambda f: (f / "config.json").write_text(
+            (f / "config.json").read_text().replace('"resid_pdrop": 0.0', '"resid_pdrop": NaN')
+        ),
+        "not a valid model config",
+    ),
 }
 
 
 @pytest.mark.parametrize("fault", FOLDER_FAULTS)
-def test_a_broken_model_folder_serves_the_bundled_model_with_the_reason(tmp_path, tiny_model_dir, bundled_is_tiny,
-                                                                        fault):
+def test_a_broken_model_folder_serves_the_bundled_model_with_the_reason(
+    tmp_path, tiny_model_dir, bundled_is_tiny, fault
+):
     break_it, reason = FOLDER_FAULTS[fault]
     folder = shutil.copytree(tiny_model_dir, tmp_path / "broken")
     break_it(folder)

@@ -171,7 +171,7 @@ def test_score_continuation_windows_over_texts_longer_than_the_context(tiny_mode
     assert scored[: context_length - 1] == pytest.approx(first_window, abs=1e-5)
     # Later tokens keep half a window of context, not a cold start.
     half = context_length // 2
-    window = ids[context_length - half: 2 * context_length - half]
+    window = ids[context_length - half : 2 * context_length - half]
     assert scored[context_length - 1] == pytest.approx(direct_log_probs(loaded.model, window, half)[0], abs=1e-5)
 
 

@@ -77,7 +77,7 @@ def test_int8_cached_logits_match_uncached(int8_model):
     cache = int8_model.new_cache(2)
     with torch.inference_mode():
         pieces = [int8_model(tokens[:, :16], cache), int8_model(tokens[:, 16:20], cache)]
-        pieces += [int8_model(tokens[:, i:i + 1], cache) for i in range(20, 40)]
+        pieces += [int8_model(tokens[:, i : i + 1], cache) for i in range(20, 40)]
     # PyTorch's kernels quantize activations per call from the range of what that call sees, so
     # one token at a time rounds slightly differently from a whole sequence: close, not bit-equal.
     # (The C decoder quantizes per row and is bit-equal: test_native.py.)
@@ -153,19 +153,25 @@ def test_missing_int8_kernels_fall_back_to_fp32_with_a_warning(fp32_model, monke
 
 
 def test_without_pytorchs_quantized_apis_the_engine_runs_fp32_and_tells_the_same_stories(
-        fp32_model, tiny_tokenizer, monkeypatch, caplog):
+    fp32_model, tiny_tokenizer, monkeypatch, caplog
+):
     # PyTorch has announced that torch.ops.quantized and quantized tensors move to torchao: hide
     # them as a build without them would, and the PyTorch engine must still serve, in fp32.
-    fp32_story = generation.generate(prepare_for_inference(fp32_model, quantize=False), tiny_tokenizer,
-                                     [tiny_tokenizer.bos_id], GenerationConfig(max_new_tokens=12, seed=4))[0]
+    fp32_story = generation.generate(
+        prepare_for_inference(fp32_model, quantize=False),
+        tiny_tokenizer,
+        [tiny_tokenizer.bos_id],
+        GenerationConfig(max_new_tokens=12, seed=4),
+    )[0]
     monkeypatch.setattr(torch, "ops", types.SimpleNamespace())
     monkeypatch.delattr(torch, "quantize_per_channel")
     with caplog.at_level(logging.WARNING, logger="horror.inference"):
         served = prepare_for_inference(fp32_model, quantize=True, native=False)
     assert not is_quantized(served) and "using fp32 weights" in caplog.text
     assert describe_engine(served) == "float32 weights, PyTorch"
-    story = generation.generate(served, tiny_tokenizer, [tiny_tokenizer.bos_id],
-                                GenerationConfig(max_new_tokens=12, seed=4))[0]
+    story = generation.generate(
+        served, tiny_tokenizer, [tiny_tokenizer.bos_id], GenerationConfig(max_new_tokens=12, seed=4)
+    )[0]
     assert story.token_ids == fp32_story.token_ids
 
 
@@ -186,8 +192,11 @@ SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: f"t{s.temperature}-k{s.top_k}-p{s.top_p}-m{s.min_p}-"
-                         f"r{s.repetition_penalty}-eos{s.allow_eos}")
+@pytest.mark.parametrize(
+    "settings",
+    SETTINGS,
+    ids=lambda s: f"t{s.temperature}-k{s.top_k}-p{s.top_p}-m{s.min_p}-r{s.repetition_penalty}-eos{s.allow_eos}",
+)
 def test_choose_next_samples_the_distribution_process_logits_defines(settings):
     # One row of logits repeated: the share of each token drawn must follow softmax(process_logits).
     torch.manual_seed(0)

@@ -30,8 +30,16 @@ def test_memory_does_not_grow_over_sequential_stories(tiny_teller):
     assert result.growth < 50 * MIB
 
 
-@pytest.mark.parametrize("argv", [["--users", "0"], ["--users", "1000"], ["--seconds", "0"], ["--seconds", "3600"],
-                                  ["--url", "http://example.com:7860/"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--users", "0"],
+        ["--users", "1000"],
+        ["--seconds", "0"],
+        ["--seconds", "3600"],
+        ["--url", "http://example.com:7860/"],
+    ],
+)
 def test_the_load_script_refuses_unbounded_or_remote_runs(capsys, argv):
     assert load.main([*argv, "--url", "http://127.0.0.1:9/"] if "--url" not in argv else argv) == 2
     assert "error:" in capsys.readouterr().err

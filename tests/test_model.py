@@ -58,7 +58,7 @@ def test_cached_logits_equal_uncached_for_prefill_chunk_then_one_by_one(model):
         full = model(tokens)
         cache = model.new_cache(2)
         pieces = [model(tokens[:, :16], cache), model(tokens[:, 16:20], cache)]  # prefill, then a chunk
-        pieces += [model(tokens[:, i:i + 1], cache) for i in range(20, 40)]  # then token by token
+        pieces += [model(tokens[:, i : i + 1], cache) for i in range(20, 40)]  # then token by token
     assert cache.length == 40
     assert torch.allclose(torch.cat(pieces, dim=1), full, atol=1e-5)
 

@@ -21,8 +21,13 @@ def run_facts(bits_per_byte: float | None = None) -> dict:
     phase = dict(train_kept=900, train_kept_share=0.97, val_kept=50)
     facts = {
         "data": {
-            "pretrain": {**phase, "sources": [{"source": "roneneldan/TinyStories", "weight": 1.0},
-                                              {"source": "data/horror/", "weight": 1.0}]},
+            "pretrain": {
+                **phase,
+                "sources": [
+                    {"source": "roneneldan/TinyStories", "weight": 1.0},
+                    {"source": "data/horror/", "weight": 1.0},
+                ],
+            },
             "finetune": {**phase, "sources": [{"source": "data/horror/", "weight": 1.0}]},
         },
         "val_loss": {"pretrain": 3.8562, "finetune": 4.2151},
@@ -51,8 +56,10 @@ def test_the_card_yaml_is_what_the_hub_reads(model):
     assert (data["license"], data["language"]) == ("mit", "en")
     assert data["datasets"] == ["roneneldan/TinyStories"]  # the local file is no Hub dataset
     assert data["model-index"][0]["name"] == "D"
-    assert results_by_metric(card) == {("pretraining data, held-out stories", "loss"): 3.8562,
-                                       ("fine-tuning data, held-out stories", "loss"): 4.2151}
+    assert results_by_metric(card) == {
+        ("pretraining data, held-out stories", "loss"): 3.8562,
+        ("fine-tuning data, held-out stories", "loss"): 4.2151,
+    }
     assert all(r.task_type == "text-generation" and r.dataset_split == "validation" for r in card.data.eval_results)
     assert card.text.lstrip().startswith("# Two-Sentence Horror — D")
 

@@ -78,9 +78,11 @@ def random_tokens(vocab_size: int, shape: tuple[int, int], seed: int = 0) -> tor
 
 def test_the_c_decoder_builds_wherever_it_should():
     # Guards the skips below: on x86-64 with AVX2 and a C compiler (CI), it must build and load.
-    prerequisites = (platform.machine().lower() in ("x86_64", "amd64")
-                     and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
-                     and (shutil.which("cc") or shutil.which("gcc")))
+    prerequisites = (
+        platform.machine().lower() in ("x86_64", "amd64")
+        and torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+        and (shutil.which("cc") or shutil.which("gcc"))
+    )
     if not prerequisites:
         pytest.skip("no x86-64 + AVX2 + C compiler here")
     try:
@@ -125,7 +127,7 @@ def test_cached_steps_equal_the_whole_sequence_bit_for_bit(shape):
     cache = decoder.new_cache(2)
     with torch.inference_mode():
         pieces = [decoder(tokens[:, :16], cache), decoder(tokens[:, 16:20], cache)]
-        pieces += [decoder(tokens[:, i:i + 1], cache) for i in range(20, 40)]
+        pieces += [decoder(tokens[:, i : i + 1], cache) for i in range(20, 40)]
     assert cache.length == 40
     assert torch.equal(torch.cat(pieces, dim=1), logits(decoder, tokens))
 
@@ -136,7 +138,7 @@ def test_batch_rows_do_not_affect_each_other():
     tokens = random_tokens(400, (4, 25), seed=2)
     together = logits(decoder, tokens)
     for row in range(4):
-        assert torch.equal(together[row], logits(decoder, tokens[row:row + 1])[0])
+        assert torch.equal(together[row], logits(decoder, tokens[row : row + 1])[0])
 
 
 @pytest.mark.usefixtures("c_decoder")
@@ -158,7 +160,7 @@ def test_decoding_far_into_the_window_splits_attention_without_changing_any_bit(
         cache = decoder.new_cache(1)
         with torch.inference_mode():
             pieces = [decoder(tokens[:, :60], cache, threads=threads)]
-            pieces += [decoder(tokens[:, i:i + 1], cache, threads=threads) for i in range(60, 100)]
+            pieces += [decoder(tokens[:, i : i + 1], cache, threads=threads) for i in range(60, 100)]
         steps[threads] = torch.cat(pieces, dim=1)
     assert torch.equal(steps[1], steps[2])
     assert torch.equal(steps[2], logits(decoder, tokens))

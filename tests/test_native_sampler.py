@@ -21,8 +21,9 @@ VOCAB = 300
 EOS = 2
 COVERED = [
     GenerationConfig(temperature=t, top_k=k, top_p=p, min_p=m, repetition_penalty=r, allow_eos=eos)
-    for t, k, p, m, r, eos in itertools.product([0.0, 0.4, 1.5], [1, 5, 30], [0.5, 0.9, 1.0], [0.0, 0.2],
-                                                [1.0, 1.3], [True, False])
+    for t, k, p, m, r, eos in itertools.product(
+        [0.0, 0.4, 1.5], [1, 5, 30], [0.5, 0.9, 1.0], [0.0, 0.2], [1.0, 1.3], [True, False]
+    )
 ]
 
 
@@ -41,8 +42,10 @@ def random_case(seed: int, batch: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def label(settings: GenerationConfig) -> str:
-    return (f"t{settings.temperature}-k{settings.top_k}-p{settings.top_p}-m{settings.min_p}-"
-            f"r{settings.repetition_penalty}-eos{settings.allow_eos}")
+    return (
+        f"t{settings.temperature}-k{settings.top_k}-p{settings.top_p}-m{settings.min_p}-"
+        f"r{settings.repetition_penalty}-eos{settings.allow_eos}"
+    )
 
 
 @pytest.mark.parametrize("settings", COVERED, ids=label)
@@ -51,7 +54,8 @@ def test_the_c_sampler_draws_what_pytorch_draws_for_the_same_seed(native_model, 
         logits, context = random_case(seed)
         untouched = logits.clone()
         expected_ids, expected_log_probs = choose_next_and_log_probs(
-            logits, context, settings, torch.Generator().manual_seed(seed), EOS)
+            logits, context, settings, torch.Generator().manual_seed(seed), EOS
+        )
         ids, log_probs = native_model.choose_next(logits, context, settings, torch.Generator().manual_seed(seed), EOS)
         assert torch.equal(ids, expected_ids)
         assert torch.allclose(log_probs, expected_log_probs, atol=1e-5)
@@ -64,7 +68,11 @@ def test_settings_it_does_not_cover_go_to_pytorch(native_model, monkeypatch):
     refused = SimpleNamespace(horror_choose_next=lambda *args: pytest.fail("the C sampler was called"))
     monkeypatch.setattr(native_model, "_library", refused)
     logits, context = random_case(1)
-    for settings in (GenerationConfig(top_k=0), GenerationConfig(top_k=VOCAB), GenerationConfig(no_repeat_ngram_size=2)):
+    for settings in (
+        GenerationConfig(top_k=0),
+        GenerationConfig(top_k=VOCAB),
+        GenerationConfig(no_repeat_ngram_size=2),
+    ):
         expected = choose_next_and_log_probs(logits, context, settings, torch.Generator().manual_seed(3), EOS)
         got = native_model.choose_next(logits, context, settings, torch.Generator().manual_seed(3), EOS)
         assert all(torch.equal(a, b) for a, b in zip(got, expected))

@@ -14,13 +14,18 @@ from hypothesis import strategies as st
 
 from horror.config import GenerationConfig
 
-FAST = settings(max_examples=60, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 JUNK = st.one_of(
-    st.none(), st.booleans(), st.just(math.nan), st.just(math.inf), st.just(-math.inf),
-    st.integers(-(10**30), 10**30), st.floats(allow_nan=False, allow_infinity=False),
-    st.text(max_size=4), st.lists(st.integers(), max_size=2),
+    st.none(),
+    st.booleans(),
+    st.just(math.nan),
+    st.just(math.inf),
+    st.just(-math.inf),
+    st.integers(-(10**30), 10**30),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=4),
+    st.lists(st.integers(), max_size=2),
 )
 TINY = st.floats(0, 1e-30)  # float32 turns logits / 1e-40 into inf: these must be refused or harmless
 VALID = {

@@ -15,7 +15,6 @@ class FakeClock:
         return self.now
 
 
-
 # ----- rate limiting ------------------------------------------------------------------------------
 def test_the_bucket_allows_a_burst_then_refuses_with_the_wait():
     limiter = RateLimiter(per_minute=60, burst=3, clock=FakeClock())

@@ -97,6 +97,7 @@ def test_sampling_follows_the_distribution():
 
 # ----- end to end: the same controls through the one generation path ------------------------
 
+
 @pytest.fixture(scope="module")
 def loaded(tiny_model_dir):
     return load_model_folder(tiny_model_dir)

@@ -28,13 +28,16 @@ PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "joblib", "shelve", "m
 
 # ----- no pickle ---------------------------------------------------------------------------------
 
+
 def unsafe_loads(source: str) -> list[str]:
     """Calls and imports in `source` that could unpickle (run code from) a file, one line each."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names = [alias.name for alias in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
-            found += [f"{node.lineno}: import {name}" for name in names if name and name.split(".")[0] in PICKLE_MODULES]
+            found += [
+                f"{node.lineno}: import {name}" for name in names if name and name.split(".")[0] in PICKLE_MODULES
+            ]
         if not isinstance(node, ast.Call):
             continue
         name = ast.unparse(node.func)
@@ -58,9 +61,11 @@ def our_python_files() -> Iterator[Path]:
 
 
 def test_the_checker_finds_each_kind_of_unsafe_load():
-    source = ("import pickle\nfrom joblib import load\nimport torch, numpy as np, yaml\n"
-              "torch.load('a')\ntorch.load('b', weights_only=False)\nnp.load('c', allow_pickle=True)\n"
-              "eval('1')\nyaml.load(s)\ntorch.load('ok', weights_only=True)\nnp.load('ok')\n")
+    source = (
+        "import pickle\nfrom joblib import load\nimport torch, numpy as np, yaml\n"
+        "torch.load('a')\ntorch.load('b', weights_only=False)\nnp.load('c', allow_pickle=True)\n"
+        "eval('1')\nyaml.load(s)\ntorch.load('ok', weights_only=True)\nnp.load('ok')\n"
+    )
     assert [line.split(":")[0] for line in unsafe_loads(source)] == ["1", "2", "4", "5", "6", "7", "8"]
 
 
@@ -92,6 +97,7 @@ def test_model_configs_are_plain_json_and_unknown_fields_are_refused(tmp_path, t
 
 
 # ----- the Hub token is never printed or logged ---------------------------------------------------
+
 
 class RefusingHub(ThreadingHTTPServer):
     """A stand-in Hub that answers 401 to everything; `echo` makes it quote the caller's
@@ -158,8 +164,9 @@ def test_the_token_is_sent_to_the_hub_but_never_logged_even_at_debug_level(refus
 
 
 @pytest.mark.parametrize("refusing_hub", [True], indirect=True)
-def test_a_hub_that_echoes_the_token_does_not_get_it_into_notices_or_errors(refusing_hub, capsys, caplog,
-                                                                            tiny_model_dir):
+def test_a_hub_that_echoes_the_token_does_not_get_it_into_notices_or_errors(
+    refusing_hub, capsys, caplog, tiny_model_dir
+):
     caplog.set_level(logging.INFO)  # the app logs at INFO, the CLI at WARNING
     teller = storyteller.StoryTeller.load("someone/private-model")
     status = cli.main(["info", "--model", "someone/private-model", "--json"])

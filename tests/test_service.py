@@ -31,25 +31,33 @@ def test_sampling_overrides_drop_blanks_and_parse_the_seed():
         sampling_overrides(temprature=1.0)
 
 
-@pytest.mark.parametrize("value", [
-    ["A knock.", "Silence."],
-    ["A knock.", "  ", "Silence."],
-    '["A knock.", "Silence."]',
-    [{"author": "person", "sentence": "A knock."}, {"author": "model", "sentence": "Silence."}],
-    {"turns": [{"author": "person", "sentence": "A knock."}, {"author": "model", "sentence": "Silence."}]},
-    json.dumps({"turns": [{"author": "person", "sentence": "A knock."}, {"author": "model", "sentence": "Silence."}]}),
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        ["A knock.", "Silence."],
+        ["A knock.", "  ", "Silence."],
+        '["A knock.", "Silence."]',
+        [{"author": "person", "sentence": "A knock."}, {"author": "model", "sentence": "Silence."}],
+        {"turns": [{"author": "person", "sentence": "A knock."}, {"author": "model", "sentence": "Silence."}]},
+        json.dumps(
+            {"turns": [{"author": "person", "sentence": "A knock."}, {"author": "model", "sentence": "Silence."}]}
+        ),
+    ],
+)
 def test_chain_input_comes_as_sentences_turns_or_json(value):
     assert parse_chain_sentences(value) == ["A knock.", "Silence."]
 
 
-@pytest.mark.parametrize("value, message", [
-    (42, "list of sentences"),
-    ("[not json", "not valid JSON"),
-    ([1, 2], "text"),
-    (["x" * 2000], "limit"),
-    (["A."] * 500, "at most"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (42, "list of sentences"),
+        ("[not json", "not valid JSON"),
+        ([1, 2], "text"),
+        (["x" * 2000], "limit"),
+        (["A."] * 500, "at most"),
+    ],
+)
 def test_bad_chain_input_is_refused_clearly(value, message):
     with pytest.raises(ValueError, match=message):
         parse_chain_sentences(value)
@@ -98,8 +106,9 @@ def test_the_model_turn_adds_one_sentence_and_retry_replaces_it(service):
 def test_chain_step_works_past_the_models_window(service):
     sentences = [f"Sentence {n} was whispered at the door." for n in range(120)]  # far past 64 tokens
     assert service.chain_step(sentences, {"seed": 3}, client="me")
-    assert service.view_start(Chain.from_dict({"turns": [{"author": "person", "sentence": s}
-                                                         for s in sentences]})) > 100
+    assert (
+        service.view_start(Chain.from_dict({"turns": [{"author": "person", "sentence": s} for s in sentences]})) > 100
+    )
 
 
 def test_the_page_dims_exactly_what_the_model_no_longer_reads(service, monkeypatch):
@@ -114,10 +123,11 @@ def test_the_page_dims_exactly_what_the_model_no_longer_reads(service, monkeypat
         return original(engine, tokenizer, prompt_ids, settings, *args, **kwargs)
 
     from horror import storyteller
+
     original = storyteller.generation.generate
     monkeypatch.setattr(storyteller.generation, "generate", recording_generate)
     service.model_turn(chain, {"seed": 1}, client="me")
-    seen = sentences[service.view_start(chain):]
+    seen = sentences[service.view_start(chain) :]
     assert real_generate is service.teller.engine
     assert prompts[0].strip().startswith(seen[0]) and sentences[service.view_start(chain) - 1] not in prompts[0]
 
@@ -137,6 +147,7 @@ def test_service_requests_are_rate_limited(tiny_teller):
 def test_a_failed_generation_raises_a_clear_error_and_changes_nothing(service, monkeypatch):
     def write_nothing(*args, **kwargs):
         raise GenerationError("the model wrote no sentence; try again or change the settings")
+
     monkeypatch.setattr(service.teller, "continue_chain", write_nothing)
     chain = Chain().add_person_sentence("A knock.")
     with pytest.raises(GenerationError, match="try again"):

@@ -33,6 +33,7 @@ def scripted_teller(tokenizer, prompt: str, continuation: str, eos: bool = True)
 
 # ----- telling -------------------------------------------------------------------------------
 
+
 def test_tell_continues_the_prompt(tiny_teller):
     story = tiny_teller.tell("I heard a knock.", seed=1)
     assert story.prompt == "I heard a knock."
@@ -45,8 +46,11 @@ def test_tell_continues_the_prompt(tiny_teller):
 def test_scripted_story_is_prompt_plus_continuation(tiny_tokenizer):
     teller = scripted_teller(tiny_tokenizer, "It was late.", " Then it knocked.")
     story = teller.tell("It was late.")
-    assert (story.story, story.continuation, story.finish_reason) == ("It was late. Then it knocked.",
-                                                                      "Then it knocked.", "eos")
+    assert (story.story, story.continuation, story.finish_reason) == (
+        "It was late. Then it knocked.",
+        "Then it knocked.",
+        "eos",
+    )
 
 
 def test_empty_prompt_lets_the_model_write_from_bos(tiny_tokenizer):
@@ -139,6 +143,7 @@ def test_concurrent_tells_give_the_same_stories_as_sequential_ones(tiny_teller):
 
 # ----- streaming -----------------------------------------------------------------------------
 
+
 def test_stream_grows_the_story_then_ends_with_the_story(tiny_tokenizer):
     teller = scripted_teller(tiny_tokenizer, "It was late.", " Then 😀 knocked.")
     *drafts, final = teller.stream("It was late.")
@@ -156,6 +161,7 @@ def test_stream_matches_tell_for_the_same_seed(tiny_teller):
 
 
 # ----- story chain ---------------------------------------------------------------------------
+
 
 def test_continue_chain_returns_exactly_one_sentence(tiny_tokenizer):
     teller = scripted_teller(tiny_tokenizer, "It was late.", " Then it knocked. But I live alone.", eos=False)
@@ -234,6 +240,7 @@ def test_continue_chain_raises_when_the_model_writes_nothing(tiny_tokenizer):
 
 # ----- scoring -------------------------------------------------------------------------------
 
+
 def test_score_is_the_models_likelihood_of_the_story(tiny_teller):
     text = "My sister whispered at the door every night. But I live alone."
     score = tiny_teller.score(text)
@@ -275,6 +282,7 @@ def test_score_rejects_empty_or_oversized_text(tiny_teller, text):
 
 # ----- info and prompts ----------------------------------------------------------------------
 
+
 def test_info_reports_source_size_and_shape(tiny_teller, tiny_model_dir):
     info = tiny_teller.info()
     assert info["source_kind"] == "folder" and info["path"] == str(tiny_model_dir)
@@ -298,6 +306,7 @@ def test_random_prompt_is_reproducible_with_a_seed(tiny_teller):
 
 
 # ----- loading: errors and fallback ----------------------------------------------------------
+
 
 def broken_copy(tmp_path: Path, tiny_model_dir: Path, break_it) -> Path:
     folder = shutil.copytree(tiny_model_dir, tmp_path / "broken")
@@ -324,7 +333,8 @@ BREAKAGES = {
     "config not an object": (lambda f: (f / "config.json").write_text("[]"), "not a valid model config"),
     "config not json": (lambda f: (f / "config.json").write_text("{oops"), "not a valid model config"),
     "bad generation config": (
-        lambda f: (f / "generation_config.json").write_text('{"temperature": -1}'), "generation_config.json is invalid"
+        lambda f: (f / "generation_config.json").write_text('{"temperature": -1}'),
+        "generation_config.json is invalid",
     ),
 }
 

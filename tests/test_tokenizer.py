@@ -11,7 +11,7 @@ from horror.tokenizer import BOS, EOS, PAD, UNK, StoryTokenizer, iter_text_delta
 
 ORDINARY_TEXTS = [
     "My sister whispered at the door every night. But I live alone.",
-    'He said "don\'t open it" and I didn\'t.',
+    "He said \"don't open it\" and I didn't.",
     "She said “don’t” — it’s ‘fine’.",
     "naïve café résumé Zoë, ¿qué pasa? 日本語 עברית Ελληνικά",
     "The doll 😀 smiled 👻🕯️ at me 👨‍👩‍👧.",

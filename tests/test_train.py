@@ -30,8 +30,13 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = str(ROOT / "train" / "configs" / "smoke.json")
 OPENINGS = ["My sister", "The old man", "Our dog", "The babysitter", "A stranger", "My reflection", "The nurse"]
 ACTIONS = ["whispered my name", "knocked twice", "smiled at me", "waited by the stairs", "hummed a song"]
-TWISTS = ["But I live alone.", "Nobody else could see her.", "The voice came from inside the closet.",
-          "Then I remembered we buried him last spring.", "I never had a sister."]
+TWISTS = [
+    "But I live alone.",
+    "Nobody else could see her.",
+    "The voice came from inside the closet.",
+    "Then I remembered we buried him last spring.",
+    "I never had a sister.",
+]
 
 
 def horror_story(rng: random.Random) -> str:
@@ -45,8 +50,10 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rng = random.Random(0)
     with lzma.open(folder / "tiny.txt.xz", "wt", encoding="utf-8") as handle:
         for _ in range(250):
-            handle.write(f"Once upon a time {rng.choice(OPENINGS).lower()} {rng.choice(ACTIONS)}.\n"
-                         f"{rng.choice(TWISTS)}\n<|endoftext|>\n")
+            handle.write(
+                f"Once upon a time {rng.choice(OPENINGS).lower()} {rng.choice(ACTIONS)}.\n"
+                f"{rng.choice(TWISTS)}\n<|endoftext|>\n"
+            )
     (folder / "horror.txt").write_text("\n".join(horror_story(rng) for _ in range(150)) + "\n")
     (folder / "horror.jsonl").write_text("".join(json.dumps({"text": horror_story(rng)}) + "\n" for _ in range(40)))
     return folder
@@ -54,10 +61,18 @@ def corpus_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def smoke_args(corpus_dir: Path, run_dir: Path, cache_dir: Path) -> list[str]:
     return [
-        "--config", SMOKE, "--out_dir", str(run_dir), "--cache_dir", str(cache_dir),
-        "--pretrain_sources", json.dumps([{"path": str(corpus_dir / "tiny.txt.xz")}]),
-        "--finetune_sources", json.dumps([{"path": str(corpus_dir / "horror.txt")},
-                                          {"path": str(corpus_dir / "horror.jsonl"), "weight": 0.5}]),
+        "--config",
+        SMOKE,
+        "--out_dir",
+        str(run_dir),
+        "--cache_dir",
+        str(cache_dir),
+        "--pretrain_sources",
+        json.dumps([{"path": str(corpus_dir / "tiny.txt.xz")}]),
+        "--finetune_sources",
+        json.dumps(
+            [{"path": str(corpus_dir / "horror.txt")}, {"path": str(corpus_dir / "horror.jsonl"), "weight": 0.5}]
+        ),
     ]
 
 
@@ -77,7 +92,14 @@ def smoke_run(corpus_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.mark.slow
 def test_smoke_run_exports_a_model_the_storyteller_loads(smoke_run: Path):
     folder = smoke_run / "model"
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "README.md", "card.json"):
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+        "README.md",
+        "card.json",
+    ):
         assert (folder / name).is_file(), name
     assert (smoke_run / "loss_curves.png").stat().st_size > 1000
     assert json.loads((smoke_run / "train_config.json").read_text())["name"] == "smoke"
@@ -119,7 +141,9 @@ def test_tensorboard_holds_the_metrics_and_the_hyperparameters(smoke_run: Path):
     assert len(finetune[-1]["val_loss_by_source"]) == 2  # two fine-tuning sources, each its own curve
     for phase, offset in (("pretrain", 0), ("finetune", pretrain_steps)):
         records = [m for m in metrics if m["phase"] == phase]
-        logged = {f"{phase}/{key}": [m[key] for m in records] for key in ("train_loss", "val_loss", "lr", "tokens_per_s")}
+        logged = {
+            f"{phase}/{key}": [m[key] for m in records] for key in ("train_loss", "val_loss", "lr", "tokens_per_s")
+        }
         for source in records[-1].get("val_loss_by_source", {}):
             logged[f"{phase}/val_loss/{source}"] = [m["val_loss_by_source"][source] for m in records]
         for tag, values in logged.items():  # TensorBoard keeps float32
@@ -152,7 +176,11 @@ def test_a_missing_tracker_package_stops_the_run_before_it_starts(tmp_path: Path
 def test_killed_run_resumes_to_the_same_weights(smoke_run: Path, corpus_dir: Path, tmp_path: Path):
     """Run B is killed with SIGKILL right after a fine-tuning checkpoint lands, then resumed; it must
     end exactly where the uninterrupted run A (the smoke run) ended."""
-    args = [sys.executable, str(ROOT / "train" / "train.py"), *smoke_args(corpus_dir, tmp_path / "run", tmp_path / "cache")]
+    args = [
+        sys.executable,
+        str(ROOT / "train" / "train.py"),
+        *smoke_args(corpus_dir, tmp_path / "run", tmp_path / "cache"),
+    ]
     process = subprocess.Popen(args, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state_file = tmp_path / "run" / "checkpoint" / "trainer_state.json"
     deadline = time.monotonic() + 240
@@ -169,8 +197,9 @@ def test_killed_run_resumes_to_the_same_weights(smoke_run: Path, corpus_dir: Pat
             break
         time.sleep(0.01)
     process.wait()
-    assert killed_at is not None, f"run B ended (rc {process.returncode}) before it could be killed: " + \
-        process.stderr.read().decode()[-2000:]
+    assert killed_at is not None, (
+        f"run B ended (rc {process.returncode}) before it could be killed: " + process.stderr.read().decode()[-2000:]
+    )
     process.stderr.close()
     assert not (tmp_path / "run" / "model").exists()
 
@@ -188,8 +217,13 @@ def test_killed_run_resumes_to_the_same_weights(smoke_run: Path, corpus_dir: Pat
     card_a = json.loads((smoke_run / "model" / "card.json").read_text())
     card_b = json.loads((tmp_path / "run" / "model" / "card.json").read_text())
     assert card_a["val_loss"] == card_b["val_loss"] and card_a["tokens_seen"] == card_b["tokens_seen"]
-    losses = lambda run: [(m["phase"], m["step"], m["val_loss"]) for m in  # noqa: E731
-                          map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+    def losses(run):
+        return [
+            (m["phase"], m["step"], m["val_loss"])
+            for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        ]
+
     assert losses(smoke_run) == losses(tmp_path / "run")
 
 
@@ -200,15 +234,42 @@ def test_two_processes_train_over_gloo(corpus_dir: Path, tmp_path: Path, smoke_r
         port = probe.getsockname()[1]
     # `--multi_gpu` is accelerate's torch.distributed launcher; on a machine without CUDA the trainer
     # asks for cpu=True, which makes it DDP over gloo (accelerate's `--cpu` launcher starts one process).
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port)]
-    result = subprocess.run([*launch, str(ROOT / "train" / "train.py"),
-                             *smoke_args(corpus_dir, tmp_path / "run", tmp_path / "cache"),
-                             "--finetune.grad_accum", "2", "--log_with", "tensorboard"],
-                            env=subprocess_env(), capture_output=True, text=True, timeout=400)
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+    ]
+    result = subprocess.run(
+        [
+            *launch,
+            str(ROOT / "train" / "train.py"),
+            *smoke_args(corpus_dir, tmp_path / "run", tmp_path / "cache"),
+            "--finetune.grad_accum",
+            "2",
+            "--log_with",
+            "tensorboard",
+        ],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
-    steps = {m["phase"]: m["step"] for m in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())}
+    steps = {
+        m["phase"]: m["step"] for m in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    }
     single = json.loads((smoke_run / "model" / "card.json").read_text())["steps"]
     # Each rank takes half of every epoch's rows (whole batches only), so half the steps of one process.
     rows = int(re.search(r"pretrain: .*?([\d,]+) rows of", result.stdout).group(1).replace(",", ""))
@@ -222,24 +283,42 @@ def test_two_processes_train_over_gloo(corpus_dir: Path, tmp_path: Path, smoke_r
 
 # ----- bad input ------------------------------------------------------------------
 def test_unknown_config_field_exits_2_with_a_message_and_no_traceback(tmp_path: Path):
-    result = subprocess.run([sys.executable, str(ROOT / "train" / "train.py"), "--config", SMOKE, "--learning_rate", "1"],
-                            env=subprocess_env(), capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "train" / "train.py"), "--config", SMOKE, "--learning_rate", "1"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "unknown train config field(s) ['learning_rate']" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("sources, message", [
-    ('[{"path": "no/such/file.txt"}]', "does not exist"),
-    ('[{"path": "EMPTY"}]', "holds no stories"),
-    ("[]", "no pretrain_sources given"),
-    ('[{"path": "x", "wieght": 2}]', "unknown pretrain_sources entry field(s) ['wieght']"),
-])
+@pytest.mark.parametrize(
+    "sources, message",
+    [
+        ('[{"path": "no/such/file.txt"}]', "does not exist"),
+        ('[{"path": "EMPTY"}]', "holds no stories"),
+        ("[]", "no pretrain_sources given"),
+        ('[{"path": "x", "wieght": 2}]', "unknown pretrain_sources entry field(s) ['wieght']"),
+    ],
+)
 def test_bad_sources_exit_2_with_a_clear_message(tmp_path: Path, capsys, sources: str, message: str):
     (tmp_path / "empty.txt").write_text("\n\n")
     sources = sources.replace("EMPTY", str(tmp_path / "empty.txt"))
-    code = main(["--config", SMOKE, "--out_dir", str(tmp_path / "run"), "--pretrain_sources", sources,
-                 "--skip_finetune", "true"])
+    code = main(
+        [
+            "--config",
+            SMOKE,
+            "--out_dir",
+            str(tmp_path / "run"),
+            "--pretrain_sources",
+            sources,
+            "--skip_finetune",
+            "true",
+        ]
+    )
     assert code == 2
     assert message in capsys.readouterr().err
 
@@ -252,8 +331,18 @@ def test_resume_without_a_checkpoint_and_a_rerun_over_a_finished_run_are_refused
 
 
 def test_overrides_reach_nested_fields_and_keep_types():
-    cfg = load_config(SMOKE, ["--pretrain.lr=1", "--finetune.epochs", "3", "--name", "123",
-                              "--finetune_sources", '[{"path": "a.txt", "split": "val"}]'])
+    cfg = load_config(
+        SMOKE,
+        [
+            "--pretrain.lr=1",
+            "--finetune.epochs",
+            "3",
+            "--name",
+            "123",
+            "--finetune_sources",
+            '[{"path": "a.txt", "split": "val"}]',
+        ],
+    )
     assert cfg.pretrain.lr == 1.0 and isinstance(cfg.pretrain.lr, float)
     assert cfg.finetune.epochs == 3 and cfg.name == "123"
     assert cfg.finetune_sources == [Source(path="a.txt", split="val")]
@@ -290,7 +379,9 @@ def test_a_missing_local_path_is_not_taken_for_a_hub_id():
 
 
 def test_mojibake_table_restores_tinystories_v1_punctuation():
-    assert data.fix_mojibake("â€œHi,â€ she said. Itâ€™s late â€” too lateâ€¦") == "“Hi,” she said. It’s late — too late…"
+    assert (
+        data.fix_mojibake("â€œHi,â€ she said. Itâ€™s late â€” too lateâ€¦") == "“Hi,” she said. It’s late — too late…"
+    )
 
 
 def test_validation_split_is_by_hash_and_does_not_depend_on_order(tmp_path: Path):
@@ -304,13 +395,18 @@ def test_validation_split_is_by_hash_and_does_not_depend_on_order(tmp_path: Path
     assert 150 < len(one.val) < 250
     assert not set(one.val) & set(one.train)
     assert len(two.train) == 2 * len(one.train) and len(two.val) == len(one.val)  # weights never repeat validation
-    held_out = data.build_corpus([Source(str(tmp_path / "a.txt"), split="train"),
-                                  Source(str(tmp_path / "a.txt"), split="val", max_stories=10)], 0.1, seed=0)
+    held_out = data.build_corpus(
+        [Source(str(tmp_path / "a.txt"), split="train"), Source(str(tmp_path / "a.txt"), split="val", max_stories=10)],
+        0.1,
+        seed=0,
+    )
     assert len(held_out.val) == 10 and len(held_out.train) == len(stories)
 
 
 def test_finetune_length_filter_counts_bos_and_eos_and_is_inclusive():
-    tokenizer = StoryTokenizer.train([horror_story(random.Random(i)) for i in range(200)], vocab_size=300, min_frequency=2)
+    tokenizer = StoryTokenizer.train(
+        [horror_story(random.Random(i)) for i in range(200)], vocab_size=300, min_frequency=2
+    )
     sequences = [np.asarray(tokenizer.encode_story(" ".join(["night"] * n))) for n in range(1, 40)]
     lengths = sorted(len(s) for s in sequences)
     low, high = lengths[5], lengths[20]
@@ -351,12 +447,19 @@ def test_ship_model_bundles_a_run_with_the_pretraining_of_another(smoke_run: Pat
     for key in ("data", "val_loss", "tokens_seen", "steps", "train_seconds"):
         card[key].pop("pretrain")
     (finetune_only / "model" / "card.json").write_text(json.dumps(card))
-    (finetune_only / "metrics.jsonl").write_text("".join(
-        line + "\n" for line in (smoke_run / "metrics.jsonl").read_text().splitlines() if '"finetune"' in line))
+    (finetune_only / "metrics.jsonl").write_text(
+        "".join(line + "\n" for line in (smoke_run / "metrics.jsonl").read_text().splitlines() if '"finetune"' in line)
+    )
     (tmp_path / "card.md").write_text("# A hand-written card\n")
 
-    ship(finetune_only, smoke_run, tmp_path / "card.md", tmp_path / "assets" / "model", tmp_path / "assets" / "curves.png",
-         {"temperature": 0.9, "top_k": 100})
+    ship(
+        finetune_only,
+        smoke_run,
+        tmp_path / "card.md",
+        tmp_path / "assets" / "model",
+        tmp_path / "assets" / "curves.png",
+        {"temperature": 0.9, "top_k": 100},
+    )
     shipped = json.loads((tmp_path / "assets" / "model" / "card.json").read_text())
     original = json.loads((smoke_run / "model" / "card.json").read_text())
     assert list(shipped["val_loss"]) == ["pretrain", "finetune"] and shipped["val_loss"] == original["val_loss"]

@@ -26,8 +26,10 @@ def random_document(rng: random.Random, max_words: int) -> tuple[str, list[list[
     """Paragraphs (one a line) of sentences of made-up words, one sentence longer than max_words;
     also returned as paragraphs -> sentences -> words, so a test knows where every cut may go."""
     word = lambda: "".join(rng.choices("abcdefghij", k=rng.randint(1, 6)))  # noqa: E731
-    paragraphs = [[[word() for _ in range(rng.randint(0, 24))] + [word() + rng.choice(ENDS)]
-                   for _ in range(rng.randint(1, 6))] for _ in range(rng.randint(1, 8))]
+    paragraphs = [
+        [[word() for _ in range(rng.randint(0, 24))] + [word() + rng.choice(ENDS)] for _ in range(rng.randint(1, 6))]
+        for _ in range(rng.randint(1, 8))
+    ]
     rng.choice(paragraphs).insert(0, ["long"] * (2 * max_words + 2) + ["long."])
     return "\n".join(" ".join(w for s in p for w in s) for p in paragraphs), paragraphs
 
@@ -46,10 +48,10 @@ def test_chunking_never_loses_a_word_and_cuts_only_at_paragraph_or_sentence_ends
     for paragraph in paragraphs:
         length = sum(map(len, paragraph))
         if length <= max_words:  # a paragraph that fits is never split
-            assert len(set(where[start:start + length])) == 1
+            assert len(set(where[start : start + length])) == 1
         for sentence in paragraph:
             if len(sentence) <= max_words:
-                assert len(set(where[start:start + len(sentence)])) == 1
+                assert len(set(where[start : start + len(sentence)])) == 1
             allowed.update(range(start, start + len(sentence), max_words))  # overlong: cut every max_words
             start += len(sentence)
     cuts = {i for i in range(1, len(where)) if where[i] != where[i - 1]}
@@ -80,14 +82,16 @@ def write_stories_xz(path: Path, documents: list[str]) -> None:
 def tagged_document(tag: str, words: int, per_paragraph: int = 45) -> str:
     """Words `<tag>w<i>` in sentences of 9 words, paragraphs of `per_paragraph` words."""
     tokens = [f"{tag}w{i}" + ("." if i % 9 == 8 else "") for i in range(words)]
-    return "\n".join(" ".join(tokens[i:i + per_paragraph]) for i in range(0, words, per_paragraph))
+    return "\n".join(" ".join(tokens[i : i + per_paragraph]) for i in range(0, words, per_paragraph))
 
 
 @pytest.fixture
 def book(tmp_path: Path) -> Path:
     """A 2,000-word chapter and 40 shorter documents, `stories` format, xz-compressed."""
-    write_stories_xz(tmp_path / "book.txt.xz", [tagged_document("ch", 2000)] +
-                     [tagged_document(f"d{k}", 150 + 10 * k) for k in range(40)])
+    write_stories_xz(
+        tmp_path / "book.txt.xz",
+        [tagged_document("ch", 2000)] + [tagged_document(f"d{k}", 150 + 10 * k) for k in range(40)],
+    )
     return tmp_path / "book.txt.xz"
 
 
@@ -115,8 +119,9 @@ def test_val_max_caps_a_sources_held_out_pieces_and_val_counts_label_every_piece
     uncapped = data.build_corpus([Source(str(book), chunk_words=60)], 0.3, seed=0)
     assert len(uncapped.val) > 5
     (tmp_path / "short.txt").write_text("\n".join(f"Short story number {i}." for i in range(300)))
-    corpus = data.build_corpus([Source(str(book), chunk_words=60, val_max=5),
-                                Source(str(tmp_path / "short.txt"), name="shorts")], 0.3, seed=0)
+    corpus = data.build_corpus(
+        [Source(str(book), chunk_words=60, val_max=5), Source(str(tmp_path / "short.txt"), name="shorts")], 0.3, seed=0
+    )
     assert corpus.val[:5] == uncapped.val[:5]
     assert corpus.val_counts["book"] == 5 and corpus.val_counts["shorts"] > 0
     assert sum(corpus.val_counts.values()) == len(corpus.val)
@@ -125,8 +130,11 @@ def test_val_max_caps_a_sources_held_out_pieces_and_val_counts_label_every_piece
 def test_per_source_validation_groups_hold_only_their_sources_pieces(tmp_path: Path):
     for name in ("x1", "y", "x2"):
         (tmp_path / f"{name}.txt").write_text("\n".join(f"{name} story number {i}." for i in range(200)))
-    sources = [Source(str(tmp_path / "x1.txt"), name="x"), Source(str(tmp_path / "y.txt")),
-               Source(str(tmp_path / "x2.txt"), name="x")]
+    sources = [
+        Source(str(tmp_path / "x1.txt"), name="x"),
+        Source(str(tmp_path / "y.txt")),
+        Source(str(tmp_path / "x2.txt"), name="x"),
+    ]
     corpus = data.build_corpus(sources, 0.3, seed=0)
     groups = split_by_source(corpus.val, corpus.val_counts)
     assert sum(map(len, groups.values())) == len(corpus.val)
@@ -150,14 +158,19 @@ def test_a_glob_path_reads_exactly_the_matching_files(tmp_path: Path):
 def test_a_broken_xz_file_is_a_value_error_naming_the_file(tmp_path: Path, damage: str):
     rng = random.Random(0)
     path = tmp_path / "broken.txt.xz"
-    write_stories_xz(path, [" ".join(rng.choice(["night", "door", "eyes", "cold"]) + str(rng.randrange(10**6))
-                                     for _ in range(300)) for _ in range(50)])
+    write_stories_xz(
+        path,
+        [
+            " ".join(rng.choice(["night", "door", "eyes", "cold"]) + str(rng.randrange(10**6)) for _ in range(300))
+            for _ in range(50)
+        ],
+    )
     raw = bytearray(path.read_bytes())
     if damage == "truncated":
         raw = raw[: len(raw) // 2]
     else:
         middle = len(raw) // 2
-        raw[middle:middle + 16] = bytes(b ^ 0xFF for b in raw[middle:middle + 16])
+        raw[middle : middle + 16] = bytes(b ^ 0xFF for b in raw[middle : middle + 16])
     path.write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="broken.txt.xz"):
         data.load_source(Source(str(path)))
@@ -169,7 +182,10 @@ def test_a_broken_xz_file_is_a_value_error_naming_the_file(tmp_path: Path, damag
 @pytest.fixture(scope="module")
 def tokenizer() -> StoryTokenizer:
     rng = random.Random(0)
-    texts = [f"The {rng.choice(['door', 'cellar', 'doll'])} {rng.choice(['creaked', 'laughed'])} at night." for _ in range(200)]
+    texts = [
+        f"The {rng.choice(['door', 'cellar', 'doll'])} {rng.choice(['creaked', 'laughed'])} at night."
+        for _ in range(200)
+    ]
     return StoryTokenizer.train(texts, vocab_size=300, min_frequency=1)
 
 
@@ -220,8 +236,9 @@ def test_a_chain_story_needs_a_tokenizer_with_the_chain_token(tokenizer: StoryTo
 def test_a_chain_source_marks_its_pieces_and_plain_text_strips_the_mark(tmp_path: Path):
     (tmp_path / "chains.txt").write_text("\n".join(f"Chain {i} begins. It goes on. It ends." for i in range(100)))
     (tmp_path / "plain.txt").write_text("\n".join(f"Story {i} is short." for i in range(100)))
-    corpus = data.build_corpus([Source(str(tmp_path / "chains.txt"), chain=True), Source(str(tmp_path / "plain.txt"))],
-                               0.3, seed=0)
+    corpus = data.build_corpus(
+        [Source(str(tmp_path / "chains.txt"), chain=True), Source(str(tmp_path / "plain.txt"))], 0.3, seed=0
+    )
     for piece in corpus.train + corpus.val + corpus.unique_train:
         assert piece.startswith(data.CHAIN_MARK) == piece.startswith(data.CHAIN_MARK + "Chain")
         assert data.plain_text(piece) == piece.removeprefix(data.CHAIN_MARK)
@@ -230,8 +247,9 @@ def test_a_chain_source_marks_its_pieces_and_plain_text_strips_the_mark(tmp_path
 
 
 # ----- hardware ---------------------------------------------------------------------
-@pytest.mark.parametrize("flags, native", [("fpu avx2 avx512_bf16 fma", True), ("sse amx_bf16", True),
-                                           ("avx2 fma", False), ("", False)])
+@pytest.mark.parametrize(
+    "flags, native", [("fpu avx2 avx512_bf16 fma", True), ("sse amx_bf16", True), ("avx2 fma", False), ("", False)]
+)
 def test_native_bf16_is_read_from_the_cpu_flags(flags: str, native: bool):
     assert hardware.has_native_bf16(flags) is native
 

@@ -32,15 +32,23 @@ HORROR_FILE = "data/train-00000-of-00001.parquet"  # where the Hub puts a conver
 NAMES = ["Lily", "Tom", "Ben", "Mia", "Sam", "Zoe"]
 THINGS = ["a red ball", "a small dog", "a big tree", "a shiny key", "an old box"]
 SUBJECTS = ["My sister", "The old man", "Our dog", "The babysitter", "A stranger", "My reflection"]
-TWISTS = ["But I live alone.", "Nobody else could see her.", "I never had a sister.",
-          "The voice came from inside the closet.", "Then I remembered we buried him last spring."]
+TWISTS = [
+    "But I live alone.",
+    "Nobody else could see her.",
+    "I never had a sister.",
+    "The voice came from inside the closet.",
+    "Then I remembered we buried him last spring.",
+]
 
 
 def tinystories(count: int, seed: int) -> list[str]:
     """Stories over two lines, as in TinyStoriesV2-GPT4-*.txt."""
     rng = random.Random(seed)
-    return [f"Once upon a time, {rng.choice(NAMES)} found {rng.choice(THINGS)}.\n"
-            f"{rng.choice(NAMES)} was happy and played all day {i}." for i in range(count)]
+    return [
+        f"Once upon a time, {rng.choice(NAMES)} found {rng.choice(THINGS)}.\n"
+        f"{rng.choice(NAMES)} was happy and played all day {i}."
+        for i in range(count)
+    ]
 
 
 def horror(count: int, seed: int) -> list[str]:
@@ -63,12 +71,16 @@ TRAIN, VALID, HORROR_STORIES = tinystories(160, 0), tinystories(40, 1), horror(1
 
 def serve_seed_datasets(hub: HubStandIn) -> None:
     """The datasets of train/configs/seed-*.json, in miniature and laid out as on the Hub."""
-    hub.add_repo("dataset", TINYSTORIES, {
-        "README.md": "---\nlicense: cdla-sharing-1.0\n---\n# TinyStories (stand-in)\n",
-        "TinyStoriesV2-GPT4-train.txt": with_separators(TRAIN),
-        "TinyStoriesV2-GPT4-valid.txt": with_separators(VALID),
-        "TinyStories-train.txt": "V1, which no preset reads: never downloaded\n",
-    })
+    hub.add_repo(
+        "dataset",
+        TINYSTORIES,
+        {
+            "README.md": "---\nlicense: cdla-sharing-1.0\n---\n# TinyStories (stand-in)\n",
+            "TinyStoriesV2-GPT4-train.txt": with_separators(TRAIN),
+            "TinyStoriesV2-GPT4-valid.txt": with_separators(VALID),
+            "TinyStories-train.txt": "V1, which no preset reads: never downloaded\n",
+        },
+    )
     hub.add_repo("dataset", HORROR, {HORROR_FILE: parquet(HORROR_STORIES)})
 
 
@@ -103,8 +115,12 @@ def test_hub_datasets_are_downloaded_once_then_load_offline_from_the_cache(tmp_p
     flatten = lambda stories: [" ".join(story.split()) for story in stories]  # noqa: E731
     assert online == offline == [flatten(TRAIN), flatten(VALID), HORROR_STORIES]
     downloads = {request.rsplit("/", 1)[-1] for request in hub.requests if request.startswith("GET /datasets/")}
-    assert downloads == {"README.md", "TinyStoriesV2-GPT4-train.txt", "TinyStoriesV2-GPT4-valid.txt",
-                         HORROR_FILE.rsplit("/", 1)[-1]}  # data_files fetched only what it names
+    assert downloads == {
+        "README.md",
+        "TinyStoriesV2-GPT4-train.txt",
+        "TinyStoriesV2-GPT4-valid.txt",
+        HORROR_FILE.rsplit("/", 1)[-1],
+    }  # data_files fetched only what it names
     assert hub.unknown_requests == []
 
 
@@ -129,11 +145,24 @@ def hub_run(standin_hub: HubStandIn, tmp_path_factory: pytest.TempPathFactory) -
     """The smoke recipe on the seed presets' Hub datasets, pushed to the stand-in at the end:
     (run folder, HF_HOME, everything the trainer printed)."""
     base = tmp_path_factory.mktemp("hub-run")
-    result = client([str(ROOT / "train" / "train.py"), "--config", str(ROOT / "train" / "configs" / "smoke.json"),
-                     "--out_dir", str(base / "run"), "--cache_dir", str(base / "cache"),
-                     "--pretrain_sources", json.dumps(SEED_CONFIG["pretrain_sources"]),
-                     "--finetune_sources", json.dumps(SEED_CONFIG["finetune_sources"]), "--push-to-hub", PUSHED],
-                    {**standin_hub.env(base / "hf-home"), "HF_TOKEN": TOKEN})
+    result = client(
+        [
+            str(ROOT / "train" / "train.py"),
+            "--config",
+            str(ROOT / "train" / "configs" / "smoke.json"),
+            "--out_dir",
+            str(base / "run"),
+            "--cache_dir",
+            str(base / "cache"),
+            "--pretrain_sources",
+            json.dumps(SEED_CONFIG["pretrain_sources"]),
+            "--finetune_sources",
+            json.dumps(SEED_CONFIG["finetune_sources"]),
+            "--push-to-hub",
+            PUSHED,
+        ],
+        {**standin_hub.env(base / "hf-home"), "HF_TOKEN": TOKEN},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return base / "run", base / "hf-home", result.stdout + result.stderr
 
@@ -163,8 +192,10 @@ def test_push_to_hub_uploads_the_model_folder_and_it_loads(hub_run, standin_hub:
 @pytest.mark.slow
 def test_the_space_serves_the_pushed_model_from_horror_model(hub_run, standin_hub: HubStandIn):
     run_dir, hf_home, _ = hub_run
-    serve = ("from horror.storyteller import StoryTeller; teller = StoryTeller.load(fallback=False); "
-             "print(teller.source.kind, teller.source.requested); print(teller.tell('The door opened.', seed=4).story)")
+    serve = (
+        "from horror.storyteller import StoryTeller; teller = StoryTeller.load(fallback=False); "
+        "print(teller.source.kind, teller.source.requested); print(teller.tell('The door opened.', seed=4).story)"
+    )
     result = client(["-c", serve], {**standin_hub.env(hf_home), "HORROR_MODEL": PUSHED})
     assert result.returncode == 0, result.stderr[-3000:]
     kind_line, story = result.stdout.splitlines()[-2:]

@@ -76,8 +76,9 @@ def test_transformers_computes_our_logits(saved):
     model, folder = saved
     theirs = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
     assert type(theirs).__name__ == "GPT2LMHeadModel" and theirs.dtype == torch.float32
-    tokens = torch.randint(0, model.config.vocab_size, (2, model.config.context_length),
-                           generator=torch.Generator().manual_seed(1))
+    tokens = torch.randint(
+        0, model.config.vocab_size, (2, model.config.context_length), generator=torch.Generator().manual_seed(1)
+    )
     difference = (logits(theirs, tokens) - logits(model, tokens)).abs().max().item()
     assert difference < LOGIT_TOLERANCE, difference
 
@@ -102,9 +103,10 @@ def test_the_greedy_story_is_the_same_through_both(saved, tiny_tokenizer):
 
     ours = generation.generate(model, tiny_tokenizer, prompt_ids[0].tolist(), GREEDY)[0]
     with torch.inference_mode():
-        output = theirs.generate(prompt_ids, do_sample=False, max_new_tokens=GREEDY.max_new_tokens,
-                                 repetition_penalty=1.0)
-    new_ids = output[0, prompt_ids.shape[1]:].tolist()
+        output = theirs.generate(
+            prompt_ids, do_sample=False, max_new_tokens=GREEDY.max_new_tokens, repetition_penalty=1.0
+        )
+    new_ids = output[0, prompt_ids.shape[1] :].tolist()
     if new_ids[-1:] == [tiny_tokenizer.eos_id]:  # ours reports the <EOS> stop as finish_reason
         new_ids = new_ids[:-1]
     assert new_ids == ours.token_ids
@@ -174,8 +176,10 @@ def test_a_bias_false_model_is_written_with_zero_biases_that_must_stay_zero(tmp_
         load_model_folder(folder)
 
 
-@pytest.mark.parametrize(("field", "value"), [("activation_function", "gelu_new"), ("layer_norm_epsilon", 1e-6),
-                                              ("scale_attn_by_inverse_layer_idx", True)])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("activation_function", "gelu_new"), ("layer_norm_epsilon", 1e-6), ("scale_attn_by_inverse_layer_idx", True)],
+)
 def test_gpt2_options_our_model_does_not_compute_are_refused(tmp_path, tiny_model_dir, field, value):
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
     config = json.loads((folder / "config.json").read_text())
@@ -185,6 +189,7 @@ def test_gpt2_options_our_model_does_not_compute_are_refused(tmp_path, tiny_mode
 
 
 # ----- the older format (model_type horror-gpt, our names) --------------------------------------
+
 
 def save_old_format_folder(folder: Path, model: GPT, tokenizer: StoryTokenizer) -> Path:
     """A folder as save_model_folder wrote it before the GPT-2 format (Hub repos and caches hold these)."""
@@ -222,6 +227,7 @@ def test_an_old_format_folder_still_loads_and_converts(tmp_path, tiny_tokenizer,
 
 # ----- the bundled model and the C decoder ------------------------------------------------------
 
+
 def test_the_bundled_model_loads_in_transformers_with_our_logits():
     ours = load_model_folder(BUNDLED_MODEL_DIR)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(BUNDLED_MODEL_DIR).eval()
@@ -235,7 +241,10 @@ def test_the_c_decoder_runs_a_model_loaded_from_the_gpt2_format(tmp_path, tiny_t
     model = make_model("tiny-tied-no-bias", tiny_tokenizer.vocab_size)
     loaded = load_model_folder(save_model_folder(tmp_path, model, tiny_tokenizer))
     tokens = torch.randint(0, model.config.vocab_size, (2, 30), generator=torch.Generator().manual_seed(5))
-    from_folder, from_model = NativeGPT(loaded.model, choose_next_and_log_probs), NativeGPT(model, choose_next_and_log_probs)
+    from_folder, from_model = (
+        NativeGPT(loaded.model, choose_next_and_log_probs),
+        NativeGPT(model, choose_next_and_log_probs),
+    )
     assert torch.equal(logits(from_folder, tokens), logits(from_model, tokens))
     prompt = [tiny_tokenizer.bos_id, *tiny_tokenizer.encode("The door")]
     settings = GenerationConfig(temperature=0.8, max_new_tokens=20, allow_eos=False, seed=3)

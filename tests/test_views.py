@@ -20,7 +20,7 @@ XSS = '<img src=x onerror="alert(1)">'
 
 
 def make_story(text: str = "A knock. Nobody there.", confidence: float = 0.5, seed: int = 7) -> Story:
-    return Story("A knock.", text, text[len("A knock. "):], confidence, 12, 0.3, seed, "sentences")
+    return Story("A knock.", text, text[len("A knock. ") :], confidence, 12, 0.3, seed, "sentences")
 
 
 # ----- formatting and escaping --------------------------------------------------------------------
@@ -94,11 +94,24 @@ def test_banner_warns_about_fallback_and_untrained_models_escaped():
 
 def test_about_lists_card_facts():
     info = {
-        "source": "user/horror_model", "source_kind": "hub", "revision": "abc123", "notice": None, "trained": True,
-        "parameters": 4_200_000, "n_layers": 4, "d_model": 192, "n_heads": 6, "d_ff": 768, "context_length": 256,
-        "vocab_size": 8192, "generation_config": {"temperature": 0.4, "top_k": 30},
-        "card": {"val_loss": {"pretrain": 2.5123, "finetune": 2.1}, "tokens_seen": {"finetune": 1234567},
-                 "data": {"finetune": {"sources": [{"source": "data/horror/"}], "train_stories": 5500}}},
+        "source": "user/horror_model",
+        "source_kind": "hub",
+        "revision": "abc123",
+        "notice": None,
+        "trained": True,
+        "parameters": 4_200_000,
+        "n_layers": 4,
+        "d_model": 192,
+        "n_heads": 6,
+        "d_ff": 768,
+        "context_length": 256,
+        "vocab_size": 8192,
+        "generation_config": {"temperature": 0.4, "top_k": 30},
+        "card": {
+            "val_loss": {"pretrain": 2.5123, "finetune": 2.1},
+            "tokens_seen": {"finetune": 1234567},
+            "data": {"finetune": {"sources": [{"source": "data/horror/"}], "train_stories": 5500}},
+        },
     }
     about = about_markdown(info)
     assert "user/horror\\_model" in about and "abc123" in about and "4.20 M" in about

@@ -45,8 +45,9 @@ def make(args: argparse.Namespace) -> None:
     stories: dict[str, list[str]] = {}
     for name, folder, overrides in models:
         teller = StoryTeller.load(folder, fallback=False)
-        stories[name] = [teller.tell(prompt, seed=prompt_seed(args.seed, i), **overrides).story
-                         for i, prompt in enumerate(prompts)]
+        stories[name] = [
+            teller.tell(prompt, seed=prompt_seed(args.seed, i), **overrides).story for i, prompt in enumerate(prompts)
+        ]
     rng = random.Random(args.seed)
     key, lines = [], ["# Blind read", "", "Each group holds stories that continue the same first sentence.", ""]
     for group in range(1, len(prompts) + 1):
@@ -84,8 +85,10 @@ def score(args: argparse.Namespace) -> None:
     for name in names:
         tally = counts[name]
         n = max(tally["stories"], 1)
-        print(f"{name}: {tally['stories']} stories, grammatical {tally['grammatical']} ({tally['grammatical'] / n:.0%}), "
-              f"coherent setup + twist {tally['coherent']} ({tally['coherent'] / n:.0%})")
+        print(
+            f"{name}: {tally['stories']} stories, grammatical {tally['grammatical']} ({tally['grammatical'] / n:.0%}), "
+            f"coherent setup + twist {tally['coherent']} ({tally['coherent'] / n:.0%})"
+        )
     for a, b in itertools.combinations(names, 2):
         total = max(wins[(a, b)] + wins[(b, a)], 1)
         print(f"{a} vs {b}: {a} better in {wins[(a, b)]} of {total} groups ({wins[(a, b)] / total:.0%})")

@@ -49,13 +49,17 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.05)
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--json", help="also write every summary to this file")
-    parser.add_argument("--bits-only", action="store_true", help="only bits/byte on the held-out stories (no generation)")
+    parser.add_argument(
+        "--bits-only", action="store_true", help="only bits/byte on the held-out stories (no generation)"
+    )
     args = parser.parse_args()
     train_stories, val_stories = held_out_split(Path(args.corpus), args.val_fraction)
     prompts = load_lines(args.prompts)
     print(f"{len(val_stories)} held-out stories, {len(prompts)} prompts x {args.samples} samples")
-    print("| run | params | tokens seen | train time | val loss (pre / fine) | bits/byte | well-formed | "
-          "novelty | distinct-2 | ms/story |")
+    print(
+        "| run | params | tokens seen | train time | val loss (pre / fine) | bits/byte | well-formed | "
+        "novelty | distinct-2 | ms/story |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     summaries = {}
     for run in args.runs:
@@ -63,8 +67,10 @@ def main() -> None:
         teller = StoryTeller.load(folder, fallback=False)
         card = teller.card_metadata
         if args.bits_only:
-            print(f"| {run} | {teller.num_parameters / 1e6:.2f}M | bits/byte {bits_per_byte(teller, val_stories):.4f} |",
-                  flush=True)
+            print(
+                f"| {run} | {teller.num_parameters / 1e6:.2f}M | bits/byte {bits_per_byte(teller, val_stories):.4f} |",
+                flush=True,
+            )
             continue
         summary = evaluate_model(teller, prompts, samples=args.samples, train_texts=train_stories)
         summary["bits_per_byte"] = bits_per_byte(teller, val_stories)
@@ -72,10 +78,13 @@ def main() -> None:
         losses = card.get("val_loss", {})
         tokens = sum((card.get("tokens_seen") or {}).values())
         minutes = card.get("wall_seconds", 0) / 60
-        print(f"| {run} | {teller.num_parameters / 1e6:.2f}M | {tokens:,} | {minutes:.0f} min | "
-              f"{losses.get('pretrain', '-')} / {losses.get('finetune', '-')} | {summary['bits_per_byte']:.3f} | "
-              f"{summary['well_formed']:.1%} | {summary['novelty']:.1%} | {summary['distinct_2']:.3f} | "
-              f"{summary['seconds_per_story'] * 1000:.0f} |", flush=True)
+        print(
+            f"| {run} | {teller.num_parameters / 1e6:.2f}M | {tokens:,} | {minutes:.0f} min | "
+            f"{losses.get('pretrain', '-')} / {losses.get('finetune', '-')} | {summary['bits_per_byte']:.3f} | "
+            f"{summary['well_formed']:.1%} | {summary['novelty']:.1%} | {summary['distinct_2']:.3f} | "
+            f"{summary['seconds_per_story'] * 1000:.0f} |",
+            flush=True,
+        )
     if args.json:
         Path(args.json).write_text(json.dumps(summaries, indent=2, ensure_ascii=False))
 

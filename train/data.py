@@ -95,7 +95,7 @@ def chunk_document(document: str, max_words: int) -> list[str]:
             continue
         for sentence in SENTENCE_BREAK.split(paragraph):
             words = sentence.split()
-            units += [words[i:i + max_words] for i in range(0, len(words), max_words)]
+            units += [words[i : i + max_words] for i in range(0, len(words), max_words)]
     pieces: list[list[str]] = []
     current: list[str] = []
     for words in units:
@@ -197,7 +197,9 @@ def _hub_stories(source: Source) -> Dataset:
     try:
         rows = _load_hub_rows(source)
     except Exception as error:  # offline, no such dataset, gated, bad data_files ...
-        raise ValueError(f"could not load the Hub dataset {source.path!r}: {str(error).splitlines()[0][:300]}") from error
+        raise ValueError(
+            f"could not load the Hub dataset {source.path!r}: {str(error).splitlines()[0][:300]}"
+        ) from error
     if "text" not in rows.column_names:
         raise ValueError(f"Hub dataset {source.path} has no 'text' column (columns: {rows.column_names})")
     fmt = source.format
@@ -223,8 +225,9 @@ def _load_hub_rows(source: Source) -> Dataset:
     except Exception as hub_error:
         if source.data_files:
             try:
-                folder = snapshot_download(source.path, repo_type="dataset", allow_patterns=source.data_files,
-                                           local_files_only=True)
+                folder = snapshot_download(
+                    source.path, repo_type="dataset", allow_patterns=source.data_files, local_files_only=True
+                )
                 return load_dataset(folder, data_files=source.data_files, split="train")
             except Exception:
                 pass  # never downloaded, or not these files: the Hub's own error says more
@@ -290,9 +293,17 @@ def build_corpus(sources: list[Source], val_fraction: float, seed: int) -> Corpu
             label = f"{source.label}-{n}"
         val_counts[label] = len(source_val)
         unique.extend(source_train)
-        per_source.append({"source": source.path, "label": label, "stories": len(documents), "weight": source.weight,
-                           "train_pieces": len(source_train), "val_pieces": len(source_val),
-                           "train_words": sum(len(p.split()) for p in source_train)})
+        per_source.append(
+            {
+                "source": source.path,
+                "label": label,
+                "stories": len(documents),
+                "weight": source.weight,
+                "train_pieces": len(source_train),
+                "val_pieces": len(source_val),
+                "train_words": sum(len(p.split()) for p in source_train),
+            }
+        )
     if not train or not val:
         raise ValueError(
             f"{len(train)} training and {len(val)} validation stories from {[s.path for s in sources]}: "
@@ -310,8 +321,9 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
 
 
-def tokenize_stories(stories: list[str], tokenizer: StoryTokenizer, cache_dir: Path,
-                     batch_size: int = 4096) -> list[np.ndarray]:
+def tokenize_stories(
+    stories: list[str], tokenizer: StoryTokenizer, cache_dir: Path, batch_size: int = 4096
+) -> list[np.ndarray]:
     """<BOS> story <EOS> ids per story (<CHAIN> ... <EOS> for a chain's), as views into one flat memory-mapped array cached on disk
     by content hash, so a second run (or a resumed one) starts at once and holds no per-token
     Python objects. The cache is a folder that appears by one atomic rename once both of its files
@@ -332,8 +344,10 @@ def _start_id(story: str, tokenizer: StoryTokenizer) -> int:
     if not story.startswith(CHAIN_MARK):
         return tokenizer.bos_id
     if tokenizer.chain_id is None:
-        raise ValueError("a chain source needs a tokenizer with the <CHAIN> token: retrain the tokenizer "
-                         "(or drop `chain: true` from the source)")
+        raise ValueError(
+            "a chain source needs a tokenizer with the <CHAIN> token: retrain the tokenizer "
+            "(or drop `chain: true` from the source)"
+        )
     return tokenizer.chain_id
 
 
@@ -345,12 +359,17 @@ def _write_token_cache(stories: list[str], tokenizer: StoryTokenizer, cache: Pat
     try:
         chunks, lengths = [], []
         for start in range(0, len(stories), batch_size):
-            batch = stories[start:start + batch_size]
+            batch = stories[start : start + batch_size]
             encoded = tokenizer.encode_batch([plain_text(s) for s in batch])  # parallel, in Rust
             starts = [_start_id(s, tokenizer) for s in batch]
             sizes = [len(ids) + 2 for ids in encoded]
-            chunks.append(np.fromiter((t for first, ids in zip(starts, encoded) for t in (first, *ids, tokenizer.eos_id)),
-                                      dtype=dtype, count=sum(sizes)))
+            chunks.append(
+                np.fromiter(
+                    (t for first, ids in zip(starts, encoded) for t in (first, *ids, tokenizer.eos_id)),
+                    dtype=dtype,
+                    count=sum(sizes),
+                )
+            )
             lengths += sizes
         np.save(tmp / "ids.npy", np.concatenate(chunks) if chunks else np.zeros(0, dtype))
         np.save(tmp / "offsets.npy", np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]))

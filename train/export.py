@@ -68,11 +68,13 @@ def run_facts(cfg: TrainConfig, model: GPT, state: dict) -> dict:
 def _recipe_line(name: str, cfg: TrainConfig) -> str:
     phase = getattr(cfg, name)
     warmup = f"{phase.warmup_fraction:.0%} of steps" if phase.warmup_fraction else f"{phase.warmup_steps} steps"
-    return (f"- {PHASE_TITLES[name]}: up to {phase.epochs} epochs, AdamW (betas 0.9/0.95) lr {phase.lr:g}, "
-            f"linear warmup {warmup}, cosine decay to {phase.min_lr_ratio:g}x, weight decay {phase.weight_decay:g} "
-            f"(matrices only), gradient clip {phase.grad_clip:g}, batch {phase.batch_size} x {phase.grad_accum} rows, "
-            f"early stopping patience {phase.patience or 'off'} (evaluating every {phase.eval_every} steps and "
-            f"each epoch); the weights with the best validation loss are kept.")
+    return (
+        f"- {PHASE_TITLES[name]}: up to {phase.epochs} epochs, AdamW (betas 0.9/0.95) lr {phase.lr:g}, "
+        f"linear warmup {warmup}, cosine decay to {phase.min_lr_ratio:g}x, weight decay {phase.weight_decay:g} "
+        f"(matrices only), gradient clip {phase.grad_clip:g}, batch {phase.batch_size} x {phase.grad_accum} rows, "
+        f"early stopping patience {phase.patience or 'off'} (evaluating every {phase.eval_every} steps and "
+        f"each epoch); the weights with the best validation loss are kept."
+    )
 
 
 def _is_hub_dataset(source: str) -> bool:
@@ -84,21 +86,39 @@ def card_metadata(name: str, facts: dict) -> ModelCardData:
 
     One result per phase: its best validation loss on the stories held out of that phase's data,
     plus bits per byte on held-out horror stories when card.json has `bits_per_byte`."""
-    hub_datasets = sorted({s["source"] for d in facts["data"].values() for s in d["sources"]
-                           if _is_hub_dataset(s["source"])})
+    hub_datasets = sorted(
+        {s["source"] for d in facts["data"].values() for s in d["sources"] if _is_hub_dataset(s["source"])}
+    )
     results = []
     for phase, data in facts["data"].items():
         if phase not in facts.get("val_loss", {}):
             continue
-        dataset = dict(task_type="text-generation", dataset_split="validation",
-                       dataset_type=" + ".join(s["source"] if _is_hub_dataset(s["source"]) else
-                                               s.get("label") or Source(s["source"]).label for s in data["sources"]),
-                       dataset_name=f"{PHASE_TITLES[phase]} data, held-out stories")
-        results.append(EvalResult(**dataset, metric_type="loss", metric_value=facts["val_loss"][phase],
-                                  metric_name="validation loss (nats/token)"))
+        dataset = dict(
+            task_type="text-generation",
+            dataset_split="validation",
+            dataset_type=" + ".join(
+                s["source"] if _is_hub_dataset(s["source"]) else s.get("label") or Source(s["source"]).label
+                for s in data["sources"]
+            ),
+            dataset_name=f"{PHASE_TITLES[phase]} data, held-out stories",
+        )
+        results.append(
+            EvalResult(
+                **dataset,
+                metric_type="loss",
+                metric_value=facts["val_loss"][phase],
+                metric_name="validation loss (nats/token)",
+            )
+        )
         if phase == "finetune" and facts.get("bits_per_byte") is not None:
-            results.append(EvalResult(**dataset, metric_type="bits_per_byte", metric_value=facts["bits_per_byte"],
-                                      metric_name="bits per byte (held-out horror stories)"))
+            results.append(
+                EvalResult(
+                    **dataset,
+                    metric_type="bits_per_byte",
+                    metric_value=facts["bits_per_byte"],
+                    metric_name="bits per byte (held-out horror stories)",
+                )
+            )
     return ModelCardData(
         license="mit",
         language="en",
@@ -149,7 +169,7 @@ splits. Fine-tuning keeps stories of {cfg.finetune_min_tokens}-{cfg.finetune_max
 - Pretraining rows pack stories end to end (<BOS> story <EOS> ...) into full {c.context_length}-token windows;
   fine-tuning rows hold whole stories, padding ignored by the loss. Attention is plain causal over a row.
 
-{tokens:,} tokens seen in {facts['wall_seconds'] / 60:.1f} min of wall time. Full config: `train_config.json`
+{tokens:,} tokens seen in {facts["wall_seconds"] / 60:.1f} min of wall time. Full config: `train_config.json`
 in the run folder; the facts above are in `card.json`.
 
 ## Use
@@ -177,7 +197,9 @@ sentences, and can write dark content (PG-13 by intent, not by guarantee).
 def export_run(cfg: TrainConfig, model: GPT, tokenizer: StoryTokenizer, state: dict, run_dir: Path) -> Path:
     """Write run_dir/model (weights, tokenizer, configs, card, card.json) and run_dir/loss_curves.png."""
     facts = run_facts(cfg, model, state)
-    folder = save_model_folder(run_dir / "model", model.eval(), tokenizer, ORIGINAL_SAMPLING, model_card(cfg, model, facts))
+    folder = save_model_folder(
+        run_dir / "model", model.eval(), tokenizer, ORIGINAL_SAMPLING, model_card(cfg, model, facts)
+    )
     (folder / "card.json").write_text(json.dumps(facts, indent=2) + "\n")
     plot_loss_curves(state["metrics"], run_dir / "loss_curves.png")
     return folder
@@ -190,7 +212,9 @@ def summary(cfg: TrainConfig, state: dict, folder: Path) -> str:
         progress = state["phases"].get(name)
         if progress and name in state["done"]:
             rate = progress["tokens"] / max(progress["train_seconds"], 1e-9)
-            lines.append(f"  {name:8s} best val loss {progress['best']:.4f} after {progress['step']:,} steps; "
-                         f"{progress['tokens']:,} tokens at {rate:,.0f} tokens/s")
+            lines.append(
+                f"  {name:8s} best val loss {progress['best']:.4f} after {progress['step']:,} steps; "
+                f"{progress['tokens']:,} tokens at {rate:,.0f} tokens/s"
+            )
     lines.append(f"  wall time {state['wall_seconds'] / 60:.1f} min")
     return "\n".join(lines)

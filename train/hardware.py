@@ -32,8 +32,10 @@ def describe_cpu() -> str:
         level3 = "?"
     if not fields:
         return "unknown CPU"
-    return (f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, "
-            f"model {fields.get('model', '?')}), L3 {level3}")
+    return (
+        f"{fields.get('model name', 'unknown CPU')} (family {fields.get('cpu family', '?')}, "
+        f"model {fields.get('model', '?')}), L3 {level3}"
+    )
 
 
 def has_native_bf16(cpuinfo_flags: str | None = None) -> bool:

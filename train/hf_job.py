@@ -57,34 +57,87 @@ def fetch_project(source: str, revision: str | None) -> str:
     """Shell steps that put the project in PROJECT_DIR: a git URL is cloned, a Space id downloaded."""
     if source.startswith(("https://", "http://", "git@")):
         branch = f" --branch {shlex.quote(revision)}" if revision else ""
-        return ("(command -v git >/dev/null || (apt-get update -qq && apt-get install -y -qq git))\n"
-                f"git clone --depth 1{branch} {shlex.quote(source)} {PROJECT_DIR}")
+        return (
+            "(command -v git >/dev/null || (apt-get update -qq && apt-get install -y -qq git))\n"
+            f"git clone --depth 1{branch} {shlex.quote(source)} {PROJECT_DIR}"
+        )
     pinned = f" --revision {shlex.quote(revision)}" if revision else ""
-    return ('pip install --quiet "huggingface_hub>=1.0"\n'  # the `hf` CLI; uses the HF_TOKEN secret for a private Space
-            f"hf download {shlex.quote(source)} --repo-type space --local-dir {PROJECT_DIR}{pinned}")
+    return (
+        'pip install --quiet "huggingface_hub>=1.0"\n'  # the `hf` CLI; uses the HF_TOKEN secret for a private Space
+        f"hf download {shlex.quote(source)} --repo-type space --local-dir {PROJECT_DIR}{pinned}"
+    )
 
 
-def build_job(source: str, push_repo: str, config: str = "train/configs/seed-15m.json", flavor: str = DEFAULT_FLAVOR,
-              timeout: str = DEFAULT_TIMEOUT, image: str = DEFAULT_IMAGE, revision: str | None = None,
-              trainer_args: list[str] | None = None, token: str | None = None) -> JobSpec:
+def build_job(
+    source: str,
+    push_repo: str,
+    config: str = "train/configs/seed-15m.json",
+    flavor: str = DEFAULT_FLAVOR,
+    timeout: str = DEFAULT_TIMEOUT,
+    image: str = DEFAULT_IMAGE,
+    revision: str | None = None,
+    trainer_args: list[str] | None = None,
+    token: str | None = None,
+) -> JobSpec:
     """The job that fetches the project, installs it and trains with `accelerate launch`, pushing to `push_repo`."""
     processes = gpu_count(flavor)
-    launch = ["accelerate", "launch", "--num_processes", str(processes), *(["--multi_gpu"] if processes > 1 else []),
-              "train/train.py", "--config", config, "--push-to-hub", push_repo, *(trainer_args or [])]
-    script = "\n".join(["set -euo pipefail", fetch_project(source, revision), f"cd {PROJECT_DIR}",
-                        "pip install --quiet -e .", "pip install --quiet -r requirements-dev.txt", shlex.join(launch)])
-    return JobSpec(image=image, flavor=flavor, timeout=timeout, command=["bash", "-c", script],
-                   env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}, secrets={"HF_TOKEN": token})
+    launch = [
+        "accelerate",
+        "launch",
+        "--num_processes",
+        str(processes),
+        *(["--multi_gpu"] if processes > 1 else []),
+        "train/train.py",
+        "--config",
+        config,
+        "--push-to-hub",
+        push_repo,
+        *(trainer_args or []),
+    ]
+    script = "\n".join(
+        [
+            "set -euo pipefail",
+            fetch_project(source, revision),
+            f"cd {PROJECT_DIR}",
+            "pip install --quiet -e .",
+            "pip install --quiet -r requirements-dev.txt",
+            shlex.join(launch),
+        ]
+    )
+    return JobSpec(
+        image=image,
+        flavor=flavor,
+        timeout=timeout,
+        command=["bash", "-c", script],
+        env={"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"},
+        secrets={"HF_TOKEN": token},
+    )
 
 
 def describe(job: JobSpec) -> str:
     """The job as JSON with every secret value replaced, and the same job as one `hf jobs run` line."""
     secrets = {name: REDACTED if value else "<not set>" for name, value in job.secrets.items()}
-    shown = {"image": job.image, "flavor": job.flavor, "timeout": job.timeout, "command": job.command,
-             "env": job.env, "secrets": secrets}
-    cli = ["hf", "jobs", "run", "--flavor", job.flavor, "--timeout", job.timeout,
-           *[part for name in job.secrets for part in ("--secrets", name)],  # a bare name: hf reads it locally
-           *[part for name, value in job.env.items() for part in ("-e", f"{name}={value}")], job.image, *job.command]
+    shown = {
+        "image": job.image,
+        "flavor": job.flavor,
+        "timeout": job.timeout,
+        "command": job.command,
+        "env": job.env,
+        "secrets": secrets,
+    }
+    cli = [
+        "hf",
+        "jobs",
+        "run",
+        "--flavor",
+        job.flavor,
+        "--timeout",
+        job.timeout,
+        *[part for name in job.secrets for part in ("--secrets", name)],  # a bare name: hf reads it locally
+        *[part for name, value in job.env.items() for part in ("-e", f"{name}={value}")],
+        job.image,
+        *job.command,
+    ]
     return json.dumps(shown, indent=2) + "\n\nthe same with the hf CLI:\n" + shlex.join(cli)
 
 
@@ -95,8 +148,10 @@ def check_arguments(args: argparse.Namespace) -> None:
     except HFValidationError as error:
         raise ValueError(f"--push-to-hub must be a Hub repo id like you/two-sentence-horror-15m: {error}") from None
     if not (ROOT / args.config).is_file():
-        raise ValueError(f"--config {args.config} is not a file of this project (presets: train/configs/*.json); "
-                         f"give it relative to the repository root, as the job runs it there")
+        raise ValueError(
+            f"--config {args.config} is not a file of this project (presets: train/configs/*.json); "
+            f"give it relative to the repository root, as the job runs it there"
+        )
     flavors = {hardware.value for hardware in JobHardware}
     if args.flavor not in flavors:
         gpus = sorted(f for f in flavors if not f.startswith("cpu"))
@@ -121,20 +176,35 @@ def main(argv: list[str] | None = None, api: HfApi | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     token = get_token()  # HF_TOKEN, else the saved login; read locally, never printed
-    job = build_job(args.source, args.push_to_hub, args.config, args.flavor, args.timeout, args.image, args.revision,
-                    args.trainer_args, token)
+    job = build_job(
+        args.source,
+        args.push_to_hub,
+        args.config,
+        args.flavor,
+        args.timeout,
+        args.image,
+        args.revision,
+        args.trainer_args,
+        token,
+    )
     if args.dry_run:
         print(describe(job))
         return 0
     if not token:
-        print("error: no Hugging Face token: set HF_TOKEN or run `hf auth login` (the job needs write access to "
-              f"push {args.push_to_hub})", file=sys.stderr)
+        print(
+            "error: no Hugging Face token: set HF_TOKEN or run `hf auth login` (the job needs write access to "
+            f"push {args.push_to_hub})",
+            file=sys.stderr,
+        )
         return 2
-    info = (api or HfApi()).run_job(image=job.image, command=job.command, env=job.env, secrets=job.secrets,
-                                    flavor=job.flavor, timeout=job.timeout)
-    print(f"submitted job {info.id}: {info.url}\n"
-          f"follow it:  hf jobs logs -f {info.owner.name}/{info.id}\n"
-          f"then serve: set HORROR_MODEL={args.push_to_hub} in the Space's Settings -> Variables")
+    info = (api or HfApi()).run_job(
+        image=job.image, command=job.command, env=job.env, secrets=job.secrets, flavor=job.flavor, timeout=job.timeout
+    )
+    print(
+        f"submitted job {info.id}: {info.url}\n"
+        f"follow it:  hf jobs logs -f {info.owner.name}/{info.id}\n"
+        f"then serve: set HORROR_MODEL={args.push_to_hub} in the Space's Settings -> Variables"
+    )
     return 0
 
 

@@ -153,8 +153,13 @@ class TrainConfig:
                 _check_at_least(f"{name}.{key}", getattr(phase, key), 0)
             if phase.dropout is not None and not 0 <= phase.dropout < 1:
                 raise ValueError(f"{name}.dropout must be in [0, 1) or null, got {phase.dropout!r}")
-        for key, low in (("seed", 0), ("vocab_size", 300), ("min_frequency", 1), ("num_threads", 0),
-                         ("tokenizer_stories_per_corpus", 1)):
+        for key, low in (
+            ("seed", 0),
+            ("vocab_size", 300),
+            ("min_frequency", 1),
+            ("num_threads", 0),
+            ("tokenizer_stories_per_corpus", 1),
+        ):
             _check_at_least(key, getattr(self, key), low)
         for source in self.pretrain_sources + self.finetune_sources:
             _check_at_least(f"source {source.path}: weight", source.weight, 0)
@@ -164,8 +169,10 @@ class TrainConfig:
         if not isinstance(self.sample_prompts, list) or not all(isinstance(p, str) for p in self.sample_prompts):
             raise ValueError(f"sample_prompts must be a list of strings, got {self.sample_prompts!r}")
         if not isinstance(self.model_overrides, dict) or "vocab_size" in self.model_overrides:
-            raise ValueError(f"model_overrides must be an object without vocab_size (the tokenizer sets it), "
-                             f"got {self.model_overrides!r}")
+            raise ValueError(
+                f"model_overrides must be an object without vocab_size (the tokenizer sets it), "
+                f"got {self.model_overrides!r}"
+            )
         try:  # a bad preset name or override should stop the run now, not after the data is read
             model_preset(self.model_preset, **self.model_overrides)
         except TypeError as error:

@@ -44,17 +44,22 @@ def pretraining_facts(run: Path) -> dict:
     card_path = run / "model" / "card.json"
     if card_path.is_file():
         card = json.loads(card_path.read_text())
-        return {key: {"pretrain": card[key]["pretrain"]} for key in ("data", *PHASE_FACTS)
-                if "pretrain" in card.get(key, {})}
+        return {
+            key: {"pretrain": card[key]["pretrain"]}
+            for key in ("data", *PHASE_FACTS)
+            if "pretrain" in card.get(key, {})
+        }
     rows = [m for m in read_metrics(run) if m["phase"] == "pretrain"]
     if not rows:
         raise ValueError(f"{run} has no pretraining metrics")
     config = json.loads((run / "train_config.json").read_text())
     sources = [{"source": s["path"], "weight": s.get("weight", 1.0)} for s in config["pretrain_sources"]]
-    return {"data": {"pretrain": {"sources": sources}},
-            "val_loss": {"pretrain": min(m["val_loss"] for m in rows)},
-            "tokens_seen": {"pretrain": rows[-1]["tokens"]},
-            "steps": {"pretrain": rows[-1]["step"]}}
+    return {
+        "data": {"pretrain": {"sources": sources}},
+        "val_loss": {"pretrain": min(m["val_loss"] for m in rows)},
+        "tokens_seen": {"pretrain": rows[-1]["tokens"]},
+        "steps": {"pretrain": rows[-1]["step"]},
+    }
 
 
 def merged_card(card: dict, pretrain: dict) -> dict:
@@ -66,8 +71,9 @@ def merged_card(card: dict, pretrain: dict) -> dict:
     return merged
 
 
-def ship(run: Path, pretrain_run: Path | None, card: Path | None, out: Path, curves: Path,
-         sampling: dict | None = None) -> None:
+def ship(
+    run: Path, pretrain_run: Path | None, card: Path | None, out: Path, curves: Path, sampling: dict | None = None
+) -> None:
     folder = run / "model"
     size = (folder / "model.safetensors").stat().st_size
     if size > MAX_BUNDLED_BYTES:

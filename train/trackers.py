@@ -26,8 +26,10 @@ Scalar = str | int | float | bool
 def require_tracker(name: str) -> None:
     """Stop before training when the tracker's package is missing: Accelerate would skip it quietly."""
     if name and not _INSTALLED[name]():
-        raise ValueError(f"--log_with {name} needs the {name} package: pip install {name} "
-                         f"(or leave log_with empty: metrics.jsonl and the PNG curves are always written)")
+        raise ValueError(
+            f"--log_with {name} needs the {name} package: pip install {name} "
+            f"(or leave log_with empty: metrics.jsonl and the PNG curves are always written)"
+        )
 
 
 def init_kwargs(run_name: str) -> dict[str, dict[str, Any]]:

@@ -59,8 +59,10 @@ def model_folder(source: str) -> Path:
     try:
         return download_from_hub(source)
     except Exception as error:  # offline, no such repo, not a valid id ...
-        raise FileNotFoundError(f"{source!r} is not a model folder and could not be fetched from the Hub: "
-                                f"{str(error).splitlines()[0][:200]}") from error
+        raise FileNotFoundError(
+            f"{source!r} is not a model folder and could not be fetched from the Hub: "
+            f"{str(error).splitlines()[0][:200]}"
+        ) from error
 
 
 def build_tokenizer(cfg: TrainConfig, corpora: dict[str, data.Corpus]) -> StoryTokenizer:
@@ -71,12 +73,21 @@ def build_tokenizer(cfg: TrainConfig, corpora: dict[str, data.Corpus]) -> StoryT
     for corpus in corpora.values():
         cap = cfg.tokenizer_stories_per_corpus
         stories = [data.plain_text(s) for s in corpus.unique_train]
-        texts += stories if len(stories) <= cap else np.random.default_rng(cfg.seed).choice(stories, cap, replace=False).tolist()
+        texts += (
+            stories
+            if len(stories) <= cap
+            else np.random.default_rng(cfg.seed).choice(stories, cap, replace=False).tolist()
+        )
     return StoryTokenizer.train(texts, cfg.vocab_size, cfg.min_frequency)
 
 
-def prepare_rows(cfg: TrainConfig, corpora: dict[str, data.Corpus], tokenizer: StoryTokenizer,
-                 context_length: int, accelerator: Accelerator) -> tuple[dict, dict]:
+def prepare_rows(
+    cfg: TrainConfig,
+    corpora: dict[str, data.Corpus],
+    tokenizer: StoryTokenizer,
+    context_length: int,
+    accelerator: Accelerator,
+) -> tuple[dict, dict]:
     """Packed (rows, context_length + 1) token arrays per phase and split, plus facts for the card."""
     rows: dict[str, dict[str, np.ndarray]] = {}
     facts: dict[str, dict] = {}
@@ -111,8 +122,9 @@ def prepare_rows(cfg: TrainConfig, corpora: dict[str, data.Corpus], tokenizer: S
             rows[phase][split] = packed
             if split == "val" and len(packed_groups) > 1:
                 bounds = np.cumsum([0] + [len(g) for g in packed_groups.values()])
-                rows[phase]["val_groups"] = {label: (int(a), int(b)) for label, a, b in
-                                             zip(packed_groups, bounds[:-1], bounds[1:])}
+                rows[phase]["val_groups"] = {
+                    label: (int(a), int(b)) for label, a, b in zip(packed_groups, bounds[:-1], bounds[1:])
+                }
         accelerator.print(
             f"{phase}: kept {phase_facts['train_kept']:,} of {phase_facts['train_stories']:,} training stories "
             f"({phase_facts['train_kept_share']:.1%}){f' with {low}-{high} tokens' if phase == 'finetune' else ''}; "
@@ -129,7 +141,7 @@ def split_by_source(sequences: list, counts: dict[str, int]) -> dict[str, list]:
     groups, start = {}, 0
     for label, count in counts.items():
         if count:
-            groups[label] = sequences[start:start + count]
+            groups[label] = sequences[start : start + count]
             start += count
     return groups
 
@@ -151,6 +163,7 @@ def lr_factor(phase: PhaseConfig, total_steps: int):
             return (step + 1) / (warmup + 1)
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return phase.min_lr_ratio + (1 - phase.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
     return factor
 
 
@@ -158,31 +171,40 @@ def phase_steps(num_rows: int, phase: PhaseConfig, num_processes: int) -> tuple[
     """(optimizer steps per epoch, total optimizer steps) for a phase."""
     per_epoch = num_rows // num_processes // (phase.batch_size * phase.grad_accum)
     if per_epoch < 1:
-        raise ValueError(f"{num_rows} rows are too few for batch_size {phase.batch_size} x grad_accum "
-                         f"{phase.grad_accum} x {num_processes} processes: lower the batch size")
+        raise ValueError(
+            f"{num_rows} rows are too few for batch_size {phase.batch_size} x grad_accum "
+            f"{phase.grad_accum} x {num_processes} processes: lower the batch size"
+        )
     total = per_epoch * phase.epochs
     return per_epoch, min(total, phase.max_steps) if phase.max_steps else total
 
 
-def epoch_groups(num_rows: int, phase: PhaseConfig, seed: int, phase_index: int, epoch: int,
-                 accelerator: Accelerator) -> list[list[np.ndarray]]:
+def epoch_groups(
+    num_rows: int, phase: PhaseConfig, seed: int, phase_index: int, epoch: int, accelerator: Accelerator
+) -> list[list[np.ndarray]]:
     """This process's micro-batches for one epoch, grouped per optimizer step: a seeded
     permutation, sharded by rank. Deterministic, so a resumed run can skip straight to its place."""
     order = np.random.default_rng([seed, phase_index, epoch]).permutation(num_rows)
     per_process = num_rows // accelerator.num_processes
-    mine = order[accelerator.process_index * per_process:(accelerator.process_index + 1) * per_process]
+    mine = order[accelerator.process_index * per_process : (accelerator.process_index + 1) * per_process]
     step_rows = phase.batch_size * phase.grad_accum
     steps = len(mine) // step_rows
-    return [[mine[s * step_rows + m * phase.batch_size:s * step_rows + (m + 1) * phase.batch_size]
-             for m in range(phase.grad_accum)] for s in range(steps)]
+    return [
+        [
+            mine[s * step_rows + m * phase.batch_size : s * step_rows + (m + 1) * phase.batch_size]
+            for m in range(phase.grad_accum)
+        ]
+        for s in range(steps)
+    ]
 
 
 def token_losses(model: torch.nn.Module, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
     """(rows, steps) next-token cross-entropy; 0 where the target is padding."""
     logits = model(batch[:, :-1])
     targets = batch[:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=pad_id,
-                           reduction="none").view(targets.shape)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=pad_id, reduction="none"
+    ).view(targets.shape)
 
 
 def lm_loss(model: torch.nn.Module, batch: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -200,8 +222,14 @@ def real_targets(rows: np.ndarray, pad_id: int) -> int:
 
 
 @torch.no_grad()
-def evaluate(model, rows: np.ndarray, accelerator: Accelerator, pad_id: int, batch_size: int,
-             groups: dict[str, tuple[int, int]] | None = None) -> tuple[float, dict[str, float]]:
+def evaluate(
+    model,
+    rows: np.ndarray,
+    accelerator: Accelerator,
+    pad_id: int,
+    batch_size: int,
+    groups: dict[str, tuple[int, int]] | None = None,
+) -> tuple[float, dict[str, float]]:
     """Token-weighted validation loss over every process's shard, reduced across processes, and
     the same per group of rows (a source's held-out text) when `groups` is given."""
     model.eval()
@@ -213,7 +241,7 @@ def evaluate(model, rows: np.ndarray, accelerator: Accelerator, pad_id: int, bat
     totals = torch.zeros(len(labels) + 1, 2, device=accelerator.device, dtype=torch.float64)
     indices = np.arange(accelerator.process_index, len(rows), accelerator.num_processes)
     for start in range(0, len(indices), batch_size):
-        chosen = indices[start:start + batch_size]
+        chosen = indices[start : start + batch_size]
         batch = as_batch(rows[chosen], accelerator.device)
         per_token = token_losses(model, batch, pad_id).double()
         row_group = torch.from_numpy(group_of_row[chosen]).to(accelerator.device)
@@ -269,29 +297,53 @@ def save_checkpoint(accelerator: Accelerator, run_dir: Path, state: dict) -> Non
     accelerator.wait_for_everyone()
 
 
-def write_samples(accelerator: Accelerator, model, tokenizer: StoryTokenizer, cfg: TrainConfig, phase: str,
-                  run_dir: Path) -> None:
+def write_samples(
+    accelerator: Accelerator, model, tokenizer: StoryTokenizer, cfg: TrainConfig, phase: str, run_dir: Path
+) -> None:
     """A few stories through the shared StoryTeller path (a CPU copy, as the app serves it)."""
     if not accelerator.is_main_process or not cfg.sample_prompts:
         return
     cpu_model = copy.deepcopy(bare_model(accelerator, model)).float().cpu().eval()
     teller = StoryTeller(LoadedModel(cpu_model, tokenizer, ORIGINAL_SAMPLING, run_dir, {}))
     with torch.random.fork_rng(devices=[]):  # leave the training RNG exactly as it was
-        lines = [f"## after {phase}"] + [f"- {teller.tell(p, seed=cfg.seed + i).story}"
-                                          for i, p in enumerate(cfg.sample_prompts)]
+        lines = [f"## after {phase}"] + [
+            f"- {teller.tell(p, seed=cfg.seed + i).story}" for i, p in enumerate(cfg.sample_prompts)
+        ]
     with open(run_dir / "samples.txt", "a") as handle:
         handle.write("\n".join(lines) + "\n\n")
     accelerator.print("\n".join(lines))
 
 
 # ----- the loop ---------------------------------------------------------------------
-def train_phase(name: str, phase: PhaseConfig, model, optimizer, scheduler, rows: dict[str, np.ndarray],
-                cfg: TrainConfig, accelerator: Accelerator, run_dir: Path, state: dict, pad_id: int) -> None:
+def train_phase(
+    name: str,
+    phase: PhaseConfig,
+    model,
+    optimizer,
+    scheduler,
+    rows: dict[str, np.ndarray],
+    cfg: TrainConfig,
+    accelerator: Accelerator,
+    run_dir: Path,
+    state: dict,
+    pad_id: int,
+) -> None:
     """Run one phase from wherever `state` says it stands, to its end or an early stop; then keep
     the phase's best weights and checkpoint."""
     per_epoch, total_steps = phase_steps(len(rows["train"]), phase, accelerator.num_processes)
-    fresh = {"epoch": 0, "batch": 0, "step": 0, "best": None, "stale": 0, "tokens": 0,
-             "train_seconds": 0.0, "loss_sum": 0.0, "loss_tokens": 0, "interval_tokens": 0, "interval_seconds": 0.0}
+    fresh = {
+        "epoch": 0,
+        "batch": 0,
+        "step": 0,
+        "best": None,
+        "stale": 0,
+        "tokens": 0,
+        "train_seconds": 0.0,
+        "loss_sum": 0.0,
+        "loss_tokens": 0,
+        "interval_tokens": 0,
+        "interval_seconds": 0.0,
+    }
     progress = state["phases"].setdefault(name, fresh)
     if phase.dropout is not None:
         set_dropout(model, phase.dropout)
@@ -306,7 +358,7 @@ def train_phase(name: str, phase: PhaseConfig, model, optimizer, scheduler, rows
     interval = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     while not stop:
         groups = epoch_groups(len(rows["train"]), phase, cfg.seed, PHASES.index(name), progress["epoch"], accelerator)
-        for group in groups[progress["batch"]:]:
+        for group in groups[progress["batch"] :]:
             started = time.perf_counter()
             step_tokens = 0
             for indices in group:
@@ -336,8 +388,21 @@ def train_phase(name: str, phase: PhaseConfig, model, optimizer, scheduler, rows
             done = progress["step"] >= total_steps
             if progress["step"] % phase.eval_every == 0 or end_of_epoch or done:
                 fold_interval(progress, interval)
-                stop = evaluate_and_log(name, phase, model, rows, cfg, accelerator, run_dir, state, progress, scheduler,
-                                        pad_id, best_path, bar)
+                stop = evaluate_and_log(
+                    name,
+                    phase,
+                    model,
+                    rows,
+                    cfg,
+                    accelerator,
+                    run_dir,
+                    state,
+                    progress,
+                    scheduler,
+                    pad_id,
+                    best_path,
+                    bar,
+                )
             if end_of_epoch:
                 progress["epoch"], progress["batch"] = progress["epoch"] + 1, 0
             stop = stop or done
@@ -359,16 +424,26 @@ def fold_interval(progress: dict, interval: torch.Tensor) -> None:
     interval.zero_()
 
 
-def evaluate_and_log(name, phase, model, rows, cfg, accelerator, run_dir, state, progress, scheduler, pad_id,
-                     best_path, bar) -> bool:
+def evaluate_and_log(
+    name, phase, model, rows, cfg, accelerator, run_dir, state, progress, scheduler, pad_id, best_path, bar
+) -> bool:
     """Validation loss, a metrics line, the best weights kept; True when patience has run out."""
     val_loss, by_source = evaluate(model, rows["val"], accelerator, pad_id, phase.batch_size, rows.get("val_groups"))
-    train_sums = accelerator.reduce(torch.tensor([progress["loss_sum"], progress["loss_tokens"]],
-                                                 device=accelerator.device, dtype=torch.float64), reduction="sum")
+    train_sums = accelerator.reduce(
+        torch.tensor([progress["loss_sum"], progress["loss_tokens"]], device=accelerator.device, dtype=torch.float64),
+        reduction="sum",
+    )
     train_loss = (train_sums[0] / train_sums[1].clamp(min=1)).item()
-    record = {"phase": name, "step": progress["step"], "epoch": progress["epoch"], "train_loss": round(train_loss, 4),
-              "val_loss": round(val_loss, 4), "lr": scheduler.get_last_lr()[0], "tokens": progress["tokens"],
-              "tokens_per_s": round(progress["interval_tokens"] / max(progress["interval_seconds"], 1e-9), 1)}
+    record = {
+        "phase": name,
+        "step": progress["step"],
+        "epoch": progress["epoch"],
+        "train_loss": round(train_loss, 4),
+        "val_loss": round(val_loss, 4),
+        "lr": scheduler.get_last_lr()[0],
+        "tokens": progress["tokens"],
+        "tokens_per_s": round(progress["interval_tokens"] / max(progress["interval_seconds"], 1e-9), 1),
+    }
     if by_source:
         record["val_loss_by_source"] = by_source
     progress.update(loss_sum=0.0, loss_tokens=0, interval_tokens=0, interval_seconds=0.0)
@@ -415,9 +490,12 @@ def config_changes(before: dict, after: dict, prefix: str = "") -> list[str]:
 
 # ----- main -------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Any config field can be overridden: --field value or --field=value; "
-                                            "nested as --pretrain.lr 1e-3; lists as JSON.")
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any config field can be overridden: --field value or --field=value; "
+        "nested as --pretrain.lr 1e-3; lists as JSON.",
+    )
     parser.add_argument("--config", help="a JSON file, e.g. train/configs/cpu.json")
     parser.add_argument("--resume", action="store_true", help="continue the run folder's last checkpoint")
     parser.add_argument("--push-to-hub", dest="push_repo", default="", help="Hub repo id to upload the model to")
@@ -439,16 +517,22 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
     run_dir = cfg.run_dir
     # cpu=True on a machine without CUDA makes a multi-process launch (accelerate launch --multi_gpu,
     # or torchrun) use DDP over gloo; accelerate's own `--cpu` launcher starts one process only.
-    accelerator = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(),
-                              log_with=cfg.log_with or None, project_dir=str(run_dir))
+    accelerator = Accelerator(
+        mixed_precision=mixed,
+        cpu=not torch.cuda.is_available(),
+        log_with=cfg.log_with or None,
+        project_dir=str(run_dir),
+    )
     if not accelerator.is_main_process:
         datasets.disable_progress_bars()
     checkpoint = find_checkpoint(run_dir)
     if resume and checkpoint is None:
         raise FileNotFoundError(f"--resume: no checkpoint in {run_dir}")
     if not resume and checkpoint is not None:
-        raise ValueError(f"{run_dir} already holds a run: add --resume to continue it, or pick another "
-                         f"--name / --out_dir (or delete the folder)")
+        raise ValueError(
+            f"{run_dir} already holds a run: add --resume to continue it, or pick another "
+            f"--name / --out_dir (or delete the folder)"
+        )
     saved_config = run_dir / "train_config.json"
     if resume and saved_config.is_file():
         changed = config_changes(json.loads(saved_config.read_text()), cfg.to_dict())
@@ -462,8 +546,9 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
                 (run_dir / stale).unlink(missing_ok=True)
             shutil.rmtree(run_dir / trackers.PROJECT, ignore_errors=True)  # TensorBoard's event files
         cfg.save(run_dir / "train_config.json")
-    accelerator.init_trackers(trackers.PROJECT, config=trackers.flat_config(cfg.to_dict()),
-                              init_kwargs=trackers.init_kwargs(cfg.name))
+    accelerator.init_trackers(
+        trackers.PROJECT, config=trackers.flat_config(cfg.to_dict()), init_kwargs=trackers.init_kwargs(cfg.name)
+    )
     set_seed(cfg.seed)
 
     # Data: every process reads it, so a bad source fails everywhere at once (never a hang).
@@ -494,8 +579,10 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
         model = GPT(model_preset(cfg.model_preset, vocab_size=tokenizer.vocab_size, **cfg.model_overrides))
     model.train()
     rows, facts = prepare_rows(cfg, corpora, tokenizer, model.config.context_length, accelerator)
-    accelerator.print(f"model: {model.num_parameters():,} parameters ({cfg.model_preset if not cfg.init_from else cfg.init_from}); "
-                      f"device {accelerator.device}, {accelerator.num_processes} process(es), mixed precision {mixed}")
+    accelerator.print(
+        f"model: {model.num_parameters():,} parameters ({cfg.model_preset if not cfg.init_from else cfg.init_from}); "
+        f"device {accelerator.device}, {accelerator.num_processes} process(es), mixed precision {mixed}"
+    )
 
     # One optimizer and scheduler per phase, all prepared up front so that save_state and
     # load_state always see the same objects, whichever phase a checkpoint is in.
@@ -504,8 +591,9 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
     for name in PHASES:
         phase = phase_cfgs[name]
         # fused: one kernel for the whole update instead of a dozen ops per parameter (CPU and CUDA)
-        optimizer = torch.optim.AdamW(param_groups(model, phase.weight_decay), lr=phase.lr, betas=(0.9, 0.95),
-                                      fused=True)
+        optimizer = torch.optim.AdamW(
+            param_groups(model, phase.weight_decay), lr=phase.lr, betas=(0.9, 0.95), fused=True
+        )
         total = phase_steps(len(rows[name]["train"]), phase, accelerator.num_processes)[1] if name in rows else 1
         optimizers.append(optimizer)
         schedulers.append(torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(phase, total)))
@@ -521,16 +609,29 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         if accelerator.is_main_process:  # metrics after the checkpoint will be measured again
             (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in state["metrics"]))
-        accelerator.print(f"resumed from {checkpoint}: " + ", ".join(
-            f"{p} step {s['step']} (epoch {s['epoch']})" for p, s in state["phases"].items()))
+        accelerator.print(
+            f"resumed from {checkpoint}: "
+            + ", ".join(f"{p} step {s['step']} (epoch {s['epoch']})" for p, s in state["phases"].items())
+        )
     state["clock"] = time.perf_counter()
 
     for name in phases:
         if name in state["done"]:  # the checkpoint's weights already are this phase's best
             continue
         index = PHASES.index(name)
-        train_phase(name, phase_cfgs[name], model, optimizers[index], schedulers[index], rows[name], cfg,
-                    accelerator, run_dir, state, tokenizer.pad_id)
+        train_phase(
+            name,
+            phase_cfgs[name],
+            model,
+            optimizers[index],
+            schedulers[index],
+            rows[name],
+            cfg,
+            accelerator,
+            run_dir,
+            state,
+            tokenizer.pad_id,
+        )
         write_samples(accelerator, model, tokenizer, cfg, name, run_dir)
 
     final_state = state_for_disk(state)
@@ -543,8 +644,10 @@ def run(cfg: TrainConfig, resume: bool = False, push_repo: str = "") -> int:
             try:
                 push_model_folder(folder, push_repo)
             except Exception as error:  # no token, no network, no rights: the run itself is fine
-                print(f"error: could not push to the Hub repo {push_repo}: {str(error).splitlines()[0][:200]}",
-                      file=sys.stderr)
+                print(
+                    f"error: could not push to the Hub repo {push_repo}: {str(error).splitlines()[0][:200]}",
+                    file=sys.stderr,
+                )
                 return 1
             accelerator.print(f"pushed the model to https://huggingface.co/{push_repo}")
     accelerator.wait_for_everyone()
