@@ -15,10 +15,13 @@ import torch
 
 from horror.config import MAX_BATCH_SIZE, GenerationConfig
 from horror.engine import Engine, TorchEngine
+from horror.healing import NO_BOUNDARY, Boundary, boundary_mask
 from horror.model import GPT, KVCache
 from horror.sampling import choose_next_and_log_probs
-from horror.text import sentence_ends
+from horror.text import ends_with_sentence, sentence_ends
 from horror.tokenizer import StoryTokenizer
+
+FINISH_SENTENCE_TOKENS = 16  # past max_new_tokens, to end a cut-off sentence rather than show half of it
 
 
 @dataclass
@@ -42,11 +45,20 @@ class Generation:
 class _RowState:
     """Stopping bookkeeping for one batch row."""
 
-    def __init__(self) -> None:
+    def __init__(self, boundary: Boundary) -> None:
         self.token_ids: list[int] = []
         self.log_probs: list[float] = []
         self.finish_reason: str | None = None
         self.cut_text: str | None = None  # text truncated at a sentence boundary
+        self.boundary = boundary
+
+    def written(self, tokenizer: StoryTokenizer) -> str:
+        """Everything the row's tokens spell, the healed prompt text included."""
+        return tokenizer.decode(self.token_ids)
+
+    def text(self, tokenizer: StoryTokenizer) -> str:
+        """The new text after the prompt (the healed part is the prompt's own)."""
+        return self.written(tokenizer)[len(self.boundary.healed) :]
 
 
 def _check_prompt(prompt_ids: list[int], vocab_size: int) -> None:
@@ -78,10 +90,14 @@ def generate_steps(
     settings: GenerationConfig,
     num_samples: int = 1,
     use_cache: bool = True,
+    boundary: Boundary = NO_BOUNDARY,
 ) -> Iterator[tuple[torch.Tensor, list[_RowState]]]:
     """Yield (new token per row, row states) after each step until every row has stopped.
 
-    The caller reads the final row states for the results; `generate` and `stream` wrap this.
+    The new text starts by keeping to `boundary` (see horror.healing). A story or chain sentence
+    (`stop_after_sentences`) cut at `max_new_tokens` may take up to FINISH_SENTENCE_TOKENS more
+    to end its sentence. The caller reads the final row states for the results; `generate` and
+    `stream` wrap this.
     """
     engine = _engine(model)
     _check_prompt(prompt_ids, engine.config.vocab_size)
@@ -92,12 +108,21 @@ def generate_steps(
     keep = max(context_length - settings.max_new_tokens, context_length // 2)
     prompt_ids = prompt_ids[-keep:]
     generator = torch.Generator().manual_seed(with_seed(settings).seed)
-    rows = [_RowState() for _ in range(num_samples)]
+    rows = [_RowState(boundary) for _ in range(num_samples)]
+    masks = boundary_mask(tokenizer, engine.config.vocab_size) if boundary.active else None
+    extra = FINISH_SENTENCE_TOKENS if settings.stop_after_sentences else 0
     tokens = torch.tensor([prompt_ids] * num_samples, dtype=torch.long, device=engine.device)
     cache: KVCache | None = None
     pending = tokens  # what the model has not seen yet
 
-    for _ in range(settings.max_new_tokens):
+    for step in range(settings.max_new_tokens + extra):
+        if step >= settings.max_new_tokens:  # past the limit only to end a sentence
+            for row in rows:
+                text = row.text(tokenizer)
+                if not row.finish_reason and (ends_with_sentence(text) or not text.strip()):
+                    row.finish_reason = "length"  # a whole sentence (or nothing begun): nothing to finish
+            if all(row.finish_reason for row in rows):
+                return
         # Inference mode is per thread and would stay on in the caller's thread while this
         # generator waits at `yield` (breaking its training, say), so enter it for each step only.
         with torch.inference_mode():
@@ -109,6 +134,8 @@ def generate_steps(
                 logits = engine.forward(pending, cache, last_only=True)[:, -1, :]
             else:
                 logits = engine.forward(tokens[:, -context_length:], last_only=True)[:, -1, :]
+            if masks is not None:
+                logits = _keep_to_boundary(logits.float(), rows, masks, tokenizer)
             next_ids, log_probs = engine.choose_next(
                 logits.float(), tokens[:, -context_length:], settings, generator, tokenizer.eos_id
             )
@@ -120,6 +147,21 @@ def generate_steps(
             return
     for row in rows:
         row.finish_reason = row.finish_reason or "length"
+
+
+def _keep_to_boundary(logits: torch.Tensor, rows: list[_RowState], masks, tokenizer: StoryTokenizer) -> torch.Tensor:
+    """`logits` with the tokens that would break a row's boundary banned (rows past it untouched)."""
+    allowed_by_text: dict[str, torch.Tensor] = {}  # rows at the same place share a mask
+    for index, row in enumerate(rows):
+        written = row.written(tokenizer)
+        if row.finish_reason or row.boundary.settled(written):
+            continue
+        if written not in allowed_by_text:
+            allowed_by_text[written] = masks.allowed(row.boundary, written)
+        allowed = allowed_by_text[written].to(logits.device)
+        if allowed.any():
+            logits[index] = logits[index].masked_fill(~allowed, float("-inf"))
+    return logits
 
 
 def _update_rows(
@@ -138,7 +180,7 @@ def _update_rows(
         row.token_ids.append(token_id)
         row.log_probs.append(log_prob)
         if settings.stop_after_sentences:
-            text = tokenizer.decode(row.token_ids)
+            text = row.text(tokenizer)
             ends = sentence_ends(text)
             if len(ends) >= settings.stop_after_sentences:
                 row.cut_text = text[: ends[settings.stop_after_sentences - 1]]
@@ -149,12 +191,13 @@ def _finish(row: _RowState, tokenizer: StoryTokenizer, seed: int) -> Generation:
     token_ids, log_probs = row.token_ids, row.log_probs
     if row.cut_text is not None:
         # Drop the look-ahead token(s) that only proved the sentence was over.
-        while token_ids and len(tokenizer.decode(token_ids[:-1])) >= len(row.cut_text):
+        healed = len(row.boundary.healed)
+        while token_ids and len(tokenizer.decode(token_ids[:-1])) - healed >= len(row.cut_text):
             token_ids, log_probs = token_ids[:-1], log_probs[:-1]
         text = row.cut_text
     else:
         # A length stop can cut a multi-byte character in half; drop the stub, as `stream` does.
-        text = tokenizer.decode(token_ids).rstrip("\ufffd")
+        text = row.text(tokenizer).rstrip("\ufffd")
     return Generation(token_ids, text, row.finish_reason or "length", log_probs, seed)
 
 
@@ -165,11 +208,12 @@ def generate(
     settings: GenerationConfig,
     num_samples: int = 1,
     use_cache: bool = True,
+    boundary: Boundary = NO_BOUNDARY,
 ) -> list[Generation]:
     """Sample `num_samples` continuations of `prompt_ids` (one batch) and return them."""
     settings = with_seed(settings)
     # Run to the end: the last step's row states hold the results.
-    *_, (_, rows) = generate_steps(model, tokenizer, prompt_ids, settings, num_samples, use_cache)
+    *_, (_, rows) = generate_steps(model, tokenizer, prompt_ids, settings, num_samples, use_cache, boundary)
     return [_finish(row, tokenizer, settings.seed) for row in rows]
 
 
@@ -178,14 +222,15 @@ def stream(
     tokenizer: StoryTokenizer,
     prompt_ids: list[int],
     settings: GenerationConfig,
+    boundary: Boundary = NO_BOUNDARY,
 ) -> Iterator[str | Generation]:
     """Yield the continuation's text as it grows (always whole characters), then the Generation."""
     settings = with_seed(settings)
     rows: list[_RowState] = []
     shown = ""
-    for _, rows in generate_steps(model, tokenizer, prompt_ids, settings, 1):
+    for _, rows in generate_steps(model, tokenizer, prompt_ids, settings, 1, boundary=boundary):
         row = rows[0]
-        text = row.cut_text if row.cut_text is not None else tokenizer.decode(row.token_ids)
+        text = row.cut_text if row.cut_text is not None else row.text(tokenizer)
         if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
             continue
         if len(text) > len(shown) and text.startswith(shown):

@@ -23,6 +23,7 @@ from horror import generation
 from horror.chain import window_start
 from horror.config import MAX_BATCH_SIZE, GenerationConfig, ModelConfig
 from horror.errors import GenerationError, UserError
+from horror.healing import Boundary, heal
 from horror.hub import BUNDLED_MODEL_DIR, ModelSource, resolve_model_source
 from horror.inference import describe_engine, prepare_for_inference
 from horror.model_folder import LoadedModel, ModelLoadError, load_model_folder
@@ -167,10 +168,17 @@ class StoryTeller:
         start = self.tokenizer.bos_id if start_id is None else start_id
         return [start, *self.tokenizer.encode(prompt)] if prompt else [start]
 
+    def _healed_prompt(self, prompt: str, start_id: int | None = None) -> tuple[list[int], Boundary]:
+        """The ids to generate from and the boundary the story must keep to (horror.healing)."""
+        return heal(self.tokenizer, self._prompt_ids(prompt, start_id), prompt)
+
     def _story(self, prompt: str, result: generation.Generation, seconds: float, draft: bool = False) -> Story:
-        # A story is one line of plain text: control bytes the model wrote become spaces.
+        # The new text follows the prompt exactly (healing settled the boundary); a story is one
+        # line of plain text, and one cut off mid-sentence ends visibly.
         text = result.text.rstrip()
-        story = f"{prompt}{text}" if text[:1].isspace() or not prompt else f"{prompt} {text}"
+        if not draft and result.finish_reason == "length" and text.strip() and not ends_with_sentence(text):
+            text += "\u2026"
+        story = prompt + text
         return Story(
             prompt=prompt,
             story=one_line(story),
@@ -203,7 +211,8 @@ class StoryTeller:
             raise UserError(f"n must be a whole number between 1 and {MAX_BATCH_SIZE}, got {n!r}")
         started = time.perf_counter()
         with self._lock:
-            results = generation.generate(self.engine, self.tokenizer, self._prompt_ids(prompt), settings, n)
+            prompt_ids, boundary = self._healed_prompt(prompt)
+            results = generation.generate(self.engine, self.tokenizer, prompt_ids, settings, n, boundary=boundary)
         seconds = (time.perf_counter() - started) / n
         return [self._story(prompt, result, seconds) for result in results]
 
@@ -227,7 +236,8 @@ class StoryTeller:
         prompt = clean_text(prompt)
         settings = generation.with_seed(self.story_settings(prompt, settings, **overrides))
         started = time.perf_counter()
-        steps = generation.stream(self.engine, self.tokenizer, self._prompt_ids(prompt), settings)
+        prompt_ids, boundary = self._healed_prompt(prompt)
+        steps = generation.stream(self.engine, self.tokenizer, prompt_ids, settings, boundary)
         text = ""
         while True:
             # Gradio may resume a streaming handler on any worker thread; each step takes the lock
@@ -277,14 +287,17 @@ class StoryTeller:
         chain_id = self.tokenizer.chain_id
         seen = sentences[self.chain_view_start(sentences, settings) :]
         prompt = " ".join(cleaned for cleaned in (clean_text(sentence, "sentence") for sentence in seen) if cleaned)
-        prompt_ids = self._prompt_ids(prompt, chain_id)[-self.chain_window_tokens(settings) :]
+        prompt_ids, boundary = self._healed_prompt(prompt, chain_id)
+        prompt_ids = prompt_ids[-self.chain_window_tokens(settings) :]
         for attempt in range(attempts):
             seed_settings = settings if attempt == 0 else settings.replace(seed=(settings.seed or 0) + attempt)
             # The last try bans <EOS>: a chain must get its sentence even where the model would end.
             seed_settings = seed_settings.replace(allow_eos=chain_id is not None and attempt < attempts - 1)
             started = time.perf_counter()
             with self._lock:
-                result = generation.generate(self.engine, self.tokenizer, prompt_ids, seed_settings)[0]
+                result = generation.generate(self.engine, self.tokenizer, prompt_ids, seed_settings, boundary=boundary)[
+                    0
+                ]
             story = self._story(prompt, result, time.perf_counter() - started)
             if story.continuation and (result.finish_reason != "eos" or ends_with_sentence(story.continuation)):
                 return story

@@ -16,6 +16,8 @@ MAX_PROMPT_CHARS = 1000  # a first sentence, or one chain turn
 # A sentence ends at a run of . ! ? or … (plus closing quotes/brackets) followed by whitespace.
 _SENTENCE_END = re.compile(r"[.!?\u2026]+[\"'\u201d\u2019)\]]*(?=\s)")
 _TERMINAL_PUNCTUATION = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*$")
+# After these the person's clause is over: what comes next starts after a space.
+CLAUSE_ENDS = frozenset(".!?\u2026,;:\"'\u201d\u2019)]}")
 _ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "st", "jr", "sr", "vs", "mt"}
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc
 _ZERO_WIDTH_JOINER = "\u200d"
@@ -82,6 +84,18 @@ def ends_with_sentence(text: str) -> bool:
 def count_sentences(text: str) -> int:
     """How many sentences `text` holds, counting a final one that has its closing punctuation."""
     return len(sentence_ends(text + " ")) if text else 0
+
+
+def is_glued(prompt: str, story: str) -> bool:
+    """Whether the new text after `prompt` in `story` is glued on badly: a word straight after the
+    prompt's closing punctuation ("…out.'amgalic") or a space pushed in before punctuation
+    ("…back door , and")."""
+    new = story[len(prompt) :] if story.startswith(prompt) else ""
+    if not prompt or not new:
+        return False
+    if prompt[-1] in CLAUSE_ENDS and not new[0].isspace():
+        return True
+    return new[0].isspace() and new[1:2] in tuple(",.;:!?")
 
 
 def split_first_sentence(text: str) -> tuple[str, str]:

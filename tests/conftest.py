@@ -89,6 +89,8 @@ def scripted_model(
     Only the position embeddings carry signal (one-hot per position; token embeddings and every
     residual branch are zero), and the LM head maps position p to the token due after it. The
     winning logit beats the rest by ~80, so penalties and sampling cannot change the choice.
+    Inside the prompt it predicts the prompt's own next token, so a prompt whose last token was
+    backed off (token healing) gets that token written again, then the script.
     """
     context_length = 64
     config = model_preset(
@@ -97,8 +99,8 @@ def scripted_model(
     model = GPT(config).eval()
     filler = tokenizer.encode(" and")[0] if filler is None else filler
     due = [filler] * context_length
-    for offset, token_id in enumerate(script):
-        due[len(prompt_ids) - 1 + offset] = token_id
+    for position, token_id in enumerate([*prompt_ids[1:], *script]):
+        due[position] = token_id
     with torch.no_grad():
         for param in model.parameters():
             param.zero_()

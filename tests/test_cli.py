@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from horror import cli, hub, storyteller
+from horror.generation import FINISH_SENTENCE_TOKENS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +47,7 @@ def test_generate_json_prints_one_story_object_per_line(capsys, tiny_model_dir):
     for story in stories:
         assert {"prompt", "story", "continuation", "confidence", "new_tokens", "seconds"} <= set(story)
         assert story["prompt"] == "I heard a knock." and story["story"].startswith("I heard a knock.")
-        assert 0 < story["new_tokens"] <= 12 and story["seed"] == 4
+        assert 0 < story["new_tokens"] <= 12 + FINISH_SENTENCE_TOKENS and story["seed"] == 4
 
 
 def test_generate_is_reproducible_with_a_seed(capsys, tiny_model_dir):
@@ -58,7 +59,7 @@ def test_generate_is_reproducible_with_a_seed(capsys, tiny_model_dir):
 def test_generate_defaults_come_from_the_models_generation_config(capsys, tiny_model_dir):
     # The tiny model's generation_config.json says max_new_tokens=20; --temperature 0 keeps it writing.
     status, out, _ = run(capsys, "generate", "--model", str(tiny_model_dir), "--json", "--temperature", "0")
-    assert status == 0 and json.loads(out)["new_tokens"] <= 20
+    assert status == 0 and json.loads(out)["new_tokens"] <= 20 + FINISH_SENTENCE_TOKENS
 
 
 def test_generate_plain_output_is_readable(capsys, tiny_model_dir):

@@ -21,6 +21,7 @@ from horror.evaluate import (
     prompt_seed,
     words,
 )
+from horror.generation import FINISH_SENTENCE_TOKENS
 from horror.storyteller import StoryTeller
 
 
@@ -189,7 +190,7 @@ def test_evaluate_model_summarises_two_prompts_of_two_samples(tiny_teller: Story
     for key in ("well_formed", "novelty", "distinct_1", "distinct_2", "mean_confidence"):
         assert 0.0 <= summary[key] <= 1.0, key
     assert summary["seconds_per_story"] >= 0.0
-    assert 0 < summary["mean_new_tokens"] <= tiny_teller.generation_config.max_new_tokens
+    assert 0 < summary["mean_new_tokens"] <= tiny_teller.generation_config.max_new_tokens + FINISH_SENTENCE_TOKENS
     assert [example["prompt"] for example in summary["examples"]] == prompts
     assert all(set(example) == {"prompt", "continuation", "well_formed"} for example in summary["examples"])
 
