@@ -340,6 +340,11 @@ def build_demo(
         gr.Markdown(views.tagline_markdown(info), elem_id="tagline")
         gr.HTML(views.banner_html(info), visible=bool(views.banner_html(info)), elem_id="banner")
 
+        # The chain lives in the browser, so a reload does not lose it. (Outside the tabs: a
+        # component in a tab not yet shown is not mounted, and would not read its storage.)
+        chain_state = gr.BrowserState(None, storage_key="horror-chain", secret=BROWSER_SECRET)
+        reset_backup = gr.BrowserState({}, storage_key="horror-chain-before-reset", secret=BROWSER_SECRET)
+
         with gr.Tab("Tell me a story", id="story"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=5):
@@ -420,13 +425,9 @@ def build_demo(
                     )
                     last_seed = gr.State(None)
                     opened_from_link = gr.State(False)
-            examples = gr.Dataset(
-                components=[gr.Textbox(visible=False)],
-                samples=[[p] for p in service.example_prompts(10)],
-                label="Try a first sentence (click to tell it)",
-                samples_per_page=10,
-                elem_id="examples",
-            )
+            # Whole sentences (Gradio's own examples cut them at 60 characters); a click fills the
+            # box and presses Generate in the browser (assets/app.js), so it tells it as typed.
+            gr.HTML(views.examples_html(service.example_prompts(10)), elem_id="examples")
 
         with gr.Tab("Story chain", id="chain"):
             gr.Markdown(
@@ -435,8 +436,6 @@ def build_demo(
                 "(the Advanced settings apply to single stories only). Your chain is kept in this "
                 "browser, so a reload does not lose it."
             )
-            chain_state = gr.BrowserState(None, storage_key="horror-chain", secret=BROWSER_SECRET)
-            reset_backup = gr.BrowserState({}, storage_key="horror-chain-before-reset", secret=BROWSER_SECRET)
             chain_view = gr.HTML(views.chain_html(Chain()), elem_id="chain-view")
             chain_status = gr.Markdown(views.chain_status(Chain()), elem_id="chain-status")
             with gr.Row():
@@ -499,9 +498,7 @@ def build_demo(
         ).then(random_prompt, model_written, prompt, api_visibility="private").then(
             lambda: [gr.Button(interactive=True)] * 2, None, [generate, again], queue=False, api_visibility="private"
         )
-        examples.click(lambda sample: sample[0], examples, prompt, api_visibility="private").then(
-            tell, story_inputs, story_outputs, js=SHOW_STORY, api_visibility="private"
-        )
+        # A shared link: its settings go into the boxes, then the story is told from them.
         demo.load(open_shared_story, None, [*story_inputs, opened_from_link], api_visibility="private").then(
             tell_shared, [opened_from_link, *story_inputs], story_outputs, api_visibility="private"
         )

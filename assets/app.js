@@ -40,22 +40,32 @@
     // over the limit is seen before the server refuses it (nothing is cut silently).
     countCharacters() {
       for (const box of document.querySelectorAll(".counted:not([data-counted])")) {
-        const input = box.querySelector("textarea, input");
         const max = Number(([...box.classList].find((name) => name.startsWith("max-")) || "max-0").slice(4));
-        if (!input || !max) continue;
+        if (!max || !box.querySelector("textarea, input")) continue;
         box.dataset.counted = "1";
         const counter = document.createElement("div");
         counter.className = "counter";
-        input.insertAdjacentElement("afterend", counter);
+        box.appendChild(counter);
+        // The box's text field is looked up each time: Gradio may replace it when it sets the value.
         const update = () => {
-          counter.textContent = `${input.value.length.toLocaleString("en")} / ${max.toLocaleString("en")}`;
-          counter.classList.toggle("over", input.value.length > max);
+          const length = (box.querySelector("textarea, input")?.value || "").length;
+          counter.textContent = `${length.toLocaleString("en")} / ${max.toLocaleString("en")}`;
+          counter.classList.toggle("over", length > max);
         };
-        input.addEventListener("input", update);
-        setInterval(update, 700); // the app also fills boxes itself (random prompt, shared link)
+        box.addEventListener("input", update);
+        setInterval(update, 500); // the app also fills boxes itself (random prompt, shared link, a turn)
         update();
       }
     },
   };
+  // An example first sentence: put it in the box and tell it, with the settings as they are.
+  document.addEventListener("click", (event) => {
+    const example = event.target.closest(".example-prompt");
+    const box = find("#prompt textarea, #prompt input");
+    if (!example || !box) return;
+    box.value = example.textContent;
+    box.dispatchEvent(new Event("input", { bubbles: true }));
+    setTimeout(() => find("#generate")?.click(), 50);
+  });
   new MutationObserver(() => window.horror.countCharacters()).observe(document.body, { childList: true, subtree: true });
 }

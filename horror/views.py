@@ -79,6 +79,14 @@ def story_panel(stories: list[Story]) -> tuple[str, str, str, int | None]:
     return story_html(best.prompt, best.story), story_stats(best, len(stories)), ranked_html(stories), best.seed
 
 
+def examples_html(prompts: list[str]) -> str:
+    """First sentences to try, whole, each a button (assets/app.js tells the story on a click)."""
+    items = "".join(
+        f'<li><button type="button" class="example-prompt">{escape_html(prompt)}</button></li>' for prompt in prompts
+    )
+    return f'<div class="examples"><h4>Try a first sentence (click to tell it)</h4><ul>{items}</ul></div>'
+
+
 def ranked_html(stories: list[Story]) -> str:
     """Best-of-N results as an ordered list, best first."""
     if len(stories) < 2:
@@ -176,6 +184,8 @@ def about_markdown(info: dict[str, Any]) -> str:
         ("Inference", info.get("inference") or "—"),
         ("Training data", _training_data(card)),
         ("Validation loss", _per_phase(card.get("val_loss"), "{:.3f} nats/token")),
+        ("Held-out horror", f"{card['bits_per_byte']:.3f} bits/byte" if _is_number(card.get("bits_per_byte")) else "—"),
+        ("Training time", _training_time(card)),
         ("Tokens seen", _per_phase(card.get("tokens_seen"), "{:,}")),
         (
             "Default sampling",
@@ -190,8 +200,47 @@ def about_markdown(info: dict[str, Any]) -> str:
         notice += "\n\n> 🧪 **Untrained placeholder:** random weights, so the stories are gibberish for now."
     return (
         f"### The model\n\nA GPT-style decoder-only transformer trained from scratch to write two-sentence "
-        f"horror stories.{notice}\n\n| Fact | Value |\n|---|---|\n{table}\n"
+        f"horror stories.{notice}\n\n{_expectations(info, card)}\n\n| Fact | Value |\n|---|---|\n{table}\n\n"
+        f"{NUMBERS_EXPLAINED}\n"
     )
+
+
+NUMBERS_EXPLAINED = """### What the numbers mean
+
+- **How sure** (under each story): the average chance the model gave each word piece it wrote. A story it finds
+  ordinary scores high, a surprising one low; neither is better.
+- **Validation loss**: how surprised the model is, on average, by each word piece of text it never trained on, in
+  nats (lower is better; 0 would mean it always knew the next piece).
+- **Held-out horror, bits/byte**: the same surprise per byte of two-sentence horror it never saw, which compares
+  models with different vocabularies (lower is better).
+- **Seed**: the number that drew this story's random choices; the same seed and settings tell the same story."""
+
+
+def _expectations(info: dict[str, Any], card: dict[str, Any]) -> str:
+    """What to expect of the stories, in plain words, from the model card's own figures."""
+    size = f"{info.get('parameters', 0) / 1e6:.1f}M parameters" if info.get("parameters") else "a small model"
+    text = (
+        f"**What to expect:** it is small ({size}; the chatbots you know have thousands of times more) and was "
+        f"trained from scratch on a 2-core CPU, so its sentences often sound right and mean little."
+    )
+    read = card.get("blind_read")
+    if isinstance(read, dict) and all(_is_number(read.get(key)) for key in ("grammatical", "coherent", "stories")):
+        text += (
+            f" In a blind read of {read['stories']:.0f} of its stories, {read['grammatical']:.0%} were grammatical "
+            f"and {read['coherent']:.0%} had a setup and a twist that made sense together."
+        )
+    return text
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _training_time(card: dict[str, Any]) -> str:
+    seconds = card.get("train_seconds")
+    if not isinstance(seconds, dict) or not all(_is_number(value) for value in seconds.values()) or not seconds:
+        return "—"
+    return f"{sum(seconds.values()) / 60:.0f} minutes (" + _per_phase(seconds, "{:.0f} s") + ")"
 
 
 def _training_data(card: dict[str, Any]) -> str:

@@ -103,6 +103,30 @@ def test_bad_input_gets_a_clear_error_and_the_app_keeps_serving(client, kwargs, 
     assert client.predict("Still here.", seed=1, api_name="/story")["story"].startswith("Still here.")
 
 
+def test_api_errors_are_plain_text_not_html_escaped(client):
+    # Before: "temperature must be in &#91;0.0, 5.0&#93;" (escaped for a toast the API never shows).
+    with pytest.raises(AppError) as error:
+        client.predict("x", temperature=9, api_name="/story")
+    assert "temperature must be in [0.0, 5.0], got 9" in str(error.value) and "&#" not in str(error.value)
+    with pytest.raises(AppError) as error:
+        client.predict(["<b>ok</b>.", 7], api_name="/chain_step")
+    assert "&lt;" not in str(error.value) and "&#" not in str(error.value)
+
+
+def test_invisible_characters_never_reach_the_story(client):
+    story = client.predict("The door\u200b opened\u202e slowly.", seed=2, api_name="/story")
+    assert story["prompt"] == "The door opened slowly." and story["story"].startswith("The door opened slowly.")
+    assert not any(ch in story["story"] for ch in "\u200b\u202e\u200c\ufeff")
+
+
+def test_the_api_page_names_and_explains_every_parameter(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for name, endpoint in endpoints.items():
+        for parameter in endpoint["parameters"]:
+            assert parameter["label"] == parameter["parameter_name"], (name, parameter)  # not "1st", "2nd"
+            assert len(parameter["python_type"]["description"]) > 10, (name, parameter)
+
+
 def test_an_unexpected_failure_shows_a_generic_message_not_a_traceback(tiny_teller, monkeypatch):
     def explode(*args, **kwargs):
         raise RuntimeError("secret internals at /srv/model.py line 3")

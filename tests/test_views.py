@@ -123,3 +123,18 @@ def test_about_lists_card_facts():
 def test_about_labels_an_untrained_model_and_survives_an_empty_card():
     about = about_markdown({"source": "bundled", "trained": False, "card": {"untrained": True}, "notice": "fell back"})
     assert "Untrained placeholder" in about and "fell back" in about and "—" in about
+
+
+def test_about_says_what_to_expect_and_what_the_numbers_mean():
+    info = {"parameters": 3_400_000, "trained": True}
+    card = {
+        "blind_read": {"stories": 60, "grammatical": 0.6, "coherent": 0.08},
+        "bits_per_byte": 1.2496,
+        "train_seconds": {"pretrain": 4007.1, "finetune": 715.3},
+    }
+    about = about_markdown({**info, "card": card})
+    assert "3.4M parameters" in about and "2-core CPU" in about
+    assert "60% were grammatical" in about and "8% had a setup and a twist" in about
+    assert "1.250 bits/byte" in about and "79 minutes" in about
+    assert "What the numbers mean" in about and "How sure" in about and "Seed" in about
+    assert "blind read" not in about_markdown({**info, "card": {}})  # no figures, no claims
