@@ -11,6 +11,7 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -20,7 +21,7 @@ from horror.config import MAX_NEW_TOKENS_LIMIT
 from horror.errors import UserError
 from horror.exports import ChainExports
 from horror.ratelimit import RateLimiter, client_address, trusted_proxy_count
-from horror.service import MAX_BEST_OF, StoryService, person_turn, sampling_overrides
+from horror.service import MAX_BEST_OF, SAMPLING_FIELDS, StoryService, person_turn, sampling_overrides
 from horror.share import share_query, shared_story
 from horror.storyteller import StoryTeller, set_cpu_threads
 from horror.text import MAX_PROMPT_CHARS, escape_html
@@ -110,6 +111,16 @@ def api_errors(handler: Callable) -> Callable:
     return calling
 
 
+def settings_from(*values: Any) -> dict[str, Any]:
+    """The sampling settings from the sliders or the /story API, given in SAMPLING_FIELDS order."""
+    return sampling_overrides(**dict(zip(SAMPLING_FIELDS, values, strict=True)))
+
+
+def setting(label: str, low: float, high: float, default: float, step: float, info: str) -> gr.Slider:
+    """A slider for one sampling setting, reaching at least the model's own default."""
+    return gr.Slider(low, max(high, default), value=default, step=step, label=label, info=info)
+
+
 def client_of(request: gr.Request | None) -> str:
     """The caller's address, the key for rate limiting."""
     if request is None:
@@ -142,15 +153,7 @@ def build_demo(
     def tell(
         prompt, best_of, temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed, request: gr.Request
     ):
-        overrides = sampling_overrides(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            repetition_penalty=repetition_penalty,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-        )
+        overrides = settings_from(temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed)
         for stories in service.tell(prompt, best_of, overrides, client=client_of(request)):
             panel = views.story_panel(stories)
             finished = stories[0].finish_reason is not None
@@ -299,15 +302,7 @@ def build_demo(
             max_new_tokens: the most word pieces to write
             seed: a whole number; the same seed and settings tell the same story (empty = random)
         """
-        overrides = sampling_overrides(
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            repetition_penalty=repetition_penalty,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-        )
+        overrides = settings_from(temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed)
         return service.story(prompt, overrides, client=client_of(request))
 
     @api_errors
@@ -373,29 +368,22 @@ def build_demo(
                         "the model was (a seed then retells them only with the same N)",
                     )
                     with gr.Accordion("Advanced settings", open=False):
-                        temperature = gr.Slider(
-                            0,
-                            max(2.0, defaults.temperature),
-                            value=defaults.temperature,
-                            step=0.05,
-                            label="Temperature",
-                            info="0 = always the likeliest word",
+                        temperature = setting(
+                            "Temperature", 0, 2.0, defaults.temperature, 0.05, "0 = always the likeliest word"
                         )
-                        top_k = gr.Slider(
-                            0, max(200, defaults.top_k), value=defaults.top_k, step=1, label="Top-k", info="0 = off"
+                        top_k = setting("Top-k", 0, 200, defaults.top_k, 1, "0 = off")
+                        top_p = setting("Top-p", 0.05, 1.0, defaults.top_p, 0.01, "1 = off")
+                        min_p = setting("Min-p", 0, 0.5, defaults.min_p, 0.01, "0 = off")
+                        repetition_penalty = setting(
+                            "Repetition penalty", 0.5, 2.0, defaults.repetition_penalty, 0.05, "1 = off"
                         )
-                        top_p = gr.Slider(0.05, 1.0, value=defaults.top_p, step=0.01, label="Top-p", info="1 = off")
-                        min_p = gr.Slider(0, 0.5, value=defaults.min_p, step=0.01, label="Min-p", info="0 = off")
-                        repetition_penalty = gr.Slider(
-                            0.5,
-                            max(2.0, defaults.repetition_penalty),
-                            value=defaults.repetition_penalty,
-                            step=0.05,
-                            label="Repetition penalty",
-                            info="1 = off",
-                        )
-                        max_new_tokens = gr.Slider(
-                            1, MAX_NEW_TOKENS_LIMIT, value=defaults.max_new_tokens, step=1, label="Max new tokens"
+                        max_new_tokens = setting(
+                            "Max new tokens",
+                            1,
+                            MAX_NEW_TOKENS_LIMIT,
+                            defaults.max_new_tokens,
+                            1,
+                            "a sentence cut off here gets a few more to end",
                         )
                         seed = gr.Textbox(
                             label="Seed",

@@ -8,6 +8,7 @@ decoder (`horror.native.NativeGPT`); `horror.inference.prepare_for_inference` pi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -16,25 +17,20 @@ import torch.nn as nn
 from horror.config import GenerationConfig, ModelConfig
 from horror.model import GPT, KVCache
 
-
-class Sampler(Protocol):
-    """Chooses the next token per row (B,) from logits (B, V) and the context (B, T); returns the
-    ids and their log-probabilities under the raw logits. `eos_id` is banned unless allowed."""
-
-    def __call__(
-        self,
-        logits: torch.Tensor,
-        context: torch.Tensor,
-        settings: GenerationConfig,
-        generator: torch.Generator | None,
-        eos_id: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+# A sampler chooses the next token per row (B,) from logits (B, V), the context (B, T), the settings,
+# a random generator and the <EOS> id (banned unless the settings allow it); it returns the ids and
+# their log-probabilities under the raw logits. horror.sampling.choose_next_and_log_probs is one.
+Sampler = Callable[
+    [torch.Tensor, torch.Tensor, GenerationConfig, torch.Generator | None, int | None],
+    tuple[torch.Tensor, torch.Tensor],
+]
 
 
 class Engine(Protocol):
-    """A model generation can run: GPT.forward's contract, a cache and a sampler."""
+    """A model generation can run: GPT.forward's contract, a cache, and `choose_next`, a Sampler."""
 
     config: ModelConfig
+    choose_next: Sampler
 
     @property
     def device(self) -> torch.device: ...
@@ -45,15 +41,6 @@ class Engine(Protocol):
         self, token_ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
     ) -> torch.Tensor: ...
 
-    def choose_next(
-        self,
-        logits: torch.Tensor,
-        context: torch.Tensor,
-        settings: GenerationConfig,
-        generator: torch.Generator | None,
-        eos_id: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
 
 class TorchEngine(nn.Module):
     """A GPT (fp32, or with int8 Linears from horror.inference) and the sampler it draws with."""
@@ -62,7 +49,7 @@ class TorchEngine(nn.Module):
         super().__init__()
         self.model = model
         self.config = model.config
-        self.sampler = sampler
+        self.choose_next = sampler
 
     @property
     def device(self) -> torch.device:
@@ -73,13 +60,3 @@ class TorchEngine(nn.Module):
 
     def forward(self, token_ids: torch.Tensor, cache: KVCache | None = None, last_only: bool = False) -> torch.Tensor:
         return self.model(token_ids, cache, last_only)
-
-    def choose_next(
-        self,
-        logits: torch.Tensor,
-        context: torch.Tensor,
-        settings: GenerationConfig,
-        generator: torch.Generator | None,
-        eos_id: int | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.sampler(logits, context, settings, generator, eos_id)

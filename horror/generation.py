@@ -207,8 +207,8 @@ def generate(
     prompt_ids: list[int],
     settings: GenerationConfig,
     num_samples: int = 1,
-    use_cache: bool = True,
     boundary: Boundary = NO_BOUNDARY,
+    use_cache: bool = True,
 ) -> list[Generation]:
     """Sample `num_samples` continuations of `prompt_ids` (one batch) and return them."""
     settings = with_seed(settings)

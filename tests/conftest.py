@@ -4,7 +4,9 @@ Nothing here reads ../shared or the network."""
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,39 @@ def scripted_model(
             block.ln_attn.weight.fill_(1.0)
             block.ln_mlp.weight.fill_(1.0)
     return model
+
+
+# ----- a real browser (tests/test_app_browser.py, tests/test_app_ui.py) ---------------------------
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BROWSER_WAIT_MS = 60_000  # generous: CI shares two cores
+requires_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium, one per test module (each test opens its own context)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def keep_screenshots(shots: list[Path]) -> None:
+    """Check the screenshots hold a page, and copy them to $HORROR_SCREENSHOTS when it is set."""
+    assert all(shot.stat().st_size > 10_000 for shot in shots)
+    if os.environ.get("HORROR_SCREENSHOTS"):
+        target = Path(os.environ["HORROR_SCREENSHOTS"])
+        target.mkdir(parents=True, exist_ok=True)
+        for shot in shots:
+            shutil.copy(shot, target / shot.name)

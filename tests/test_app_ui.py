@@ -6,48 +6,26 @@ its fix. Screenshots of every tab at both sizes go to $HORROR_SCREENSHOTS when i
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-from pathlib import Path
 
 import pytest
 
 from app_server import serve
+from conftest import BROWSER_WAIT_MS, keep_screenshots, requires_chromium
 from horror.hub import BUNDLED_MODEL_DIR
 from horror.ratelimit import RateLimiter
 from horror.service import StoryService
 from horror.storyteller import StoryTeller
 from horror.text import MAX_PROMPT_CHARS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WAIT_MS = 60_000  # generous: CI shares two cores
+WAIT_MS = BROWSER_WAIT_MS
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium"),
+    requires_chromium,
     pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated"),
 ]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -319,9 +297,4 @@ def test_screenshots_of_every_tab_at_both_sizes(browser, tmp_path):
             page.get_by_text("Parameters", exact=True).wait_for(timeout=WAIT_MS)
             shots.append(tmp_path / f"{size}-3-about.png")
             page.screenshot(path=shots[-1], full_page=True)
-    assert all(shot.stat().st_size > 10_000 for shot in shots)
-    if os.environ.get("HORROR_SCREENSHOTS"):
-        target = Path(os.environ["HORROR_SCREENSHOTS"])
-        target.mkdir(parents=True, exist_ok=True)
-        for shot in shots:
-            shutil.copy(shot, target / shot.name)
+    keep_screenshots(shots)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from horror import cli, storyteller
+from horror.cli import SETTING_FLAGS
 from horror.storyteller import Story, StoryTeller
 from horror.text import MAX_PROMPT_CHARS, clean_text
 from train import data
@@ -119,16 +120,7 @@ def test_one_oversized_sentence_anywhere_in_a_chain_is_refused(tiny_teller):
         tiny_teller.continue_chain(chain)
 
 
-SLIDERS = (
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repetition_penalty",
-    "no_repeat_ngram_size",
-    "max_new_tokens",
-    "seed",
-)
+SLIDERS = SETTING_FLAGS  # every sampling flag the command line takes
 VALID_EDGES = {
     ("temperature", 0),
     ("top_k", 0),
