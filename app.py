@@ -1,142 +1,40 @@
 """Two-Sentence Horror: the Gradio app (a Hugging Face Space). Layout and event wiring only;
-what the buttons do lives in horror.service, horror.chain and horror.views.
+what the buttons do lives in horror.service, horror.chain and horror.views, and the Gradio helpers
+(theme, error policy, API endpoints) in webui.py.
 
     python app.py                      # the bundled model on http://127.0.0.1:7860
     HORROR_MODEL=user/repo python app.py   # a Hub repo (or a folder); the bundled model if it fails
 """
 
 import functools
-import inspect
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import gradio as gr
 
 from horror import views
 from horror.chain import MAX_SENTENCE_CHARS, Chain
 from horror.config import MAX_NEW_TOKENS_LIMIT
-from horror.errors import UserError
 from horror.exports import ChainExports
-from horror.ratelimit import RateLimiter, client_address, trusted_proxy_count
-from horror.service import MAX_BEST_OF, SAMPLING_FIELDS, StoryService, person_turn, sampling_overrides
+from horror.ratelimit import RateLimiter
+from horror.service import MAX_BEST_OF, StoryService, person_turn
 from horror.share import share_query, shared_story
 from horror.storyteller import StoryTeller, set_cpu_threads
 from horror.text import MAX_PROMPT_CHARS, escape_html
+from webui import add_api, client_of, dark_theme, sentence_index, setting, settings_from, warns
 
-logger = logging.getLogger("horror.app")
 ASSETS = Path(__file__).resolve().parent / "assets"
 LOSS_CURVES = ASSETS / "loss_curves.png"
 CSS = (ASSETS / "app.css").read_text()
 JS = (ASSETS / "app.js").read_text()
 QUEUE_SIZE = int(os.environ.get("HORROR_QUEUE_SIZE", "64"))  # waiting requests beyond this are turned away
 CONCURRENCY = int(os.environ.get("HORROR_CONCURRENCY", "2"))  # a Space has 2 vCPUs; the model runs one step at a time
-TRUSTED_PROXIES = trusted_proxy_count()  # who may say, in X-Forwarded-For, who the caller is
 # The chain is the person's own text kept in their own browser: the key only scrambles it there.
 BROWSER_SECRET = os.environ.get("HORROR_BROWSER_SECRET", "two-sentence-horror")
 # Runs in the browser before a story is told: scrolls to where the story appears (on a phone it is
 # below the fold) and passes the inputs through unchanged.
 SHOW_STORY = "(...inputs) => window.horror.showStory(inputs)"
-SORRY = "Something went wrong on our side. Please try again in a moment."
-
-
-def dark_theme() -> gr.themes.Base:
-    """A red-on-charcoal theme that stays dark whatever the visitor's system prefers."""
-    theme = gr.themes.Base(primary_hue="red", secondary_hue="orange", neutral_hue="zinc").set(
-        body_background_fill_dark="#0b0b0d", block_background_fill_dark="#141417", button_primary_text_color="white"
-    )
-    for name, value in list(vars(theme).items()):  # light mode gets the dark values too
-        if name.endswith("_dark") and value is not None and not name.startswith("_"):
-            setattr(theme, name[: -len("_dark")], value)
-    return theme
-
-
-# ----- errors: the person's mistakes are told plainly, ours are logged and apologised for -------
-def _message(error: Exception) -> str:
-    if isinstance(error, UserError):
-        return str(error)
-    logger.error("unexpected error in a request", exc_info=error)
-    return SORRY
-
-
-def toast_message(error: Exception) -> str:
-    """What a warning toast says about `error`: toasts render HTML and the message may quote the
-    person's own text, so it is escaped."""
-    return escape_html(_message(error))
-
-
-def warns(outputs: int) -> Callable[[Callable], Callable]:
-    """For page events: a failure is one warning toast, and every output stays as it was."""
-
-    def decorate(handler: Callable) -> Callable:
-        def warn(error: Exception) -> tuple:
-            gr.Warning(toast_message(error))
-            return tuple(gr.skip() for _ in range(outputs))
-
-        if inspect.isgeneratorfunction(handler):
-
-            @functools.wraps(handler)
-            def streaming(*args, **kwargs):
-                try:
-                    yield from handler(*args, **kwargs)
-                except Exception as error:
-                    yield warn(error)
-
-            return streaming
-
-        @functools.wraps(handler)
-        def calling(*args, **kwargs):
-            try:
-                return handler(*args, **kwargs)
-            except Exception as error:
-                return warn(error)
-
-        return calling
-
-    return decorate
-
-
-def api_errors(handler: Callable) -> Callable:
-    """For API endpoints: the message as plain text (a client shows it; nothing renders HTML)."""
-
-    @functools.wraps(handler)
-    def calling(*args, **kwargs):
-        try:
-            return handler(*args, **kwargs)
-        except Exception as error:
-            raise gr.Error(_message(error), print_exception=False) from None
-
-    return calling
-
-
-def settings_from(*values: Any) -> dict[str, Any]:
-    """The sampling settings from the sliders or the /story API, given in SAMPLING_FIELDS order."""
-    return sampling_overrides(**dict(zip(SAMPLING_FIELDS, values, strict=True)))
-
-
-def setting(label: str, low: float, high: float, default: float, step: float, info: str) -> gr.Slider:
-    """A slider for one sampling setting, reaching at least the model's own default."""
-    return gr.Slider(low, max(high, default), value=default, step=step, label=label, info=info)
-
-
-def client_of(request: gr.Request | None) -> str:
-    """The caller's address, the key for rate limiting."""
-    if request is None:
-        return "local"
-    host = request.client.host if getattr(request, "client", None) else None
-    return client_address(dict(request.headers or {}), host, TRUSTED_PROXIES)
-
-
-def describe_api_parameters(endpoint: Callable, dependency: gr.events.Dependency, demo: gr.Blocks) -> None:
-    """Name each parameter on the API page and say what it is (from the endpoint's docstring),
-    instead of Gradio's "the 1st Api component"."""
-    parameters = list(inspect.signature(endpoint).parameters)
-    descriptions = gr.utils.get_function_description(endpoint)[1]
-    for name, block in zip(parameters, demo.fns[dependency["id"]].inputs):
-        block.label = name
-        block._api_info = {**block._api_info, "additional_description": descriptions.get(name, "")}
 
 
 def build_demo(
@@ -265,69 +163,17 @@ def build_demo(
 
     @warns(outputs=7)
     def edit_sentence(state, number, text):
-        return chain_outputs(Chain.from_dict(state).edit(_sentence_index(number), text))
+        return chain_outputs(Chain.from_dict(state).edit(sentence_index(number), text))
 
     @warns(outputs=1)
     def sentence_at(state, number) -> str:
         sentences = Chain.from_dict(state).sentences
-        index = _sentence_index(number)
+        index = sentence_index(number)
         return sentences[index] if 0 <= index < len(sentences) else ""
 
     @warns(outputs=1)
     def export(state, kind: str) -> str:
         return str(exports.write(Chain.from_dict(state), kind))
-
-    # ----- API endpoints (typed: gradio_client and the API page read the hints) --------------------
-    @api_errors
-    def story(
-        prompt: str = "",
-        temperature: float | None = None,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        min_p: float | None = None,
-        repetition_penalty: float | None = None,
-        max_new_tokens: int | None = None,
-        seed: int | None = None,
-        request: gr.Request = None,
-    ) -> dict:
-        """A two-sentence horror story continuing `prompt` (empty: the model writes its own opening).
-
-        Parameters:
-            prompt: the first sentence; empty lets the model write its own
-            temperature: randomness, 0 (always the likeliest word) to 5; empty for the model's default
-            top_k: sample only from the k likeliest words (0 = off)
-            top_p: sample only from the likeliest words that together reach this probability (1 = off)
-            min_p: drop words less likely than this share of the likeliest one (0 = off)
-            repetition_penalty: above 1, words already used are less likely (1 = off)
-            max_new_tokens: the most word pieces to write
-            seed: a whole number; the same seed and settings tell the same story (empty = random)
-        """
-        overrides = settings_from(temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed)
-        return service.story(prompt, overrides, client=client_of(request))
-
-    @api_errors
-    def chain_step(
-        chain: list[str], temperature: float | None = None, seed: int | None = None, request: gr.Request = None
-    ) -> str:
-        """The model's next sentence after a story chain.
-
-        Parameters:
-            chain: the sentences so far: a list of strings, or of {"author", "sentence"} turns, or that as JSON
-            temperature: randomness, 0 to 5; empty for the model's default
-            seed: a whole number; the same seed gives the same sentence (empty = random)
-        """
-        overrides = sampling_overrides(temperature=temperature, seed=seed)
-        return service.chain_step(chain, overrides, client=client_of(request))
-
-    @api_errors
-    def score(text: str, prompt: str = "", request: gr.Request = None) -> dict:
-        """How likely the model finds `text`: confidence, perplexity and bits per byte.
-
-        Parameters:
-            text: the story (or continuation) to score
-            prompt: an optional first sentence that `text` continues
-        """
-        return service.score(text, prompt, client=client_of(request))
 
     # ----- layout ---------------------------------------------------------------------------------
     with gr.Blocks(title="Two-Sentence Horror", fill_width=True, delete_cache=(3600, 3600)) as demo:
@@ -518,19 +364,10 @@ def build_demo(
                 functools.partial(export, kind=kind), chain_state, download_file, api_visibility="private"
             ).success(None, None, None, js="() => window.horror.startDownload()")
 
-        for endpoint in (story, chain_step, score):
-            describe_api_parameters(endpoint, gr.api(endpoint, api_name=endpoint.__name__), demo)
+        add_api(service, demo)
 
     demo.queue(default_concurrency_limit=CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
-
-
-def _sentence_index(number) -> int:
-    """A 1-based sentence number from the box, as a 0-based index (-1 for blank or not a number)."""
-    try:
-        return int(number) - 1
-    except (TypeError, ValueError, OverflowError):
-        return -1
 
 
 def launch(demo: gr.Blocks, **options) -> tuple:

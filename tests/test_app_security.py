@@ -15,6 +15,7 @@ from gradio_client.exceptions import AppError
 from gradio_client.utils import QueueError, Status
 
 import app
+import webui
 from app_server import serve
 from horror.chain import Chain
 from horror.errors import UserError
@@ -71,7 +72,7 @@ def test_a_notice_quoting_a_model_name_is_escaped_in_the_banner_and_about_tab(te
 
 @pytest.mark.parametrize("text", INJECTIONS)
 def test_error_toasts_escape_the_user_text_they_quote(text):
-    assert_no_live_markup(app.toast_message(UserError(f"bad seed {text!r}")), text)
+    assert_no_live_markup(webui.toast_message(UserError(f"bad seed {text!r}")), text)
 
 
 class HeldScore:
