@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -202,3 +204,10 @@ def test_round_trip_through_json():
 def test_from_dict_refuses_bad_data_with_a_clear_message(data, message):
     with pytest.raises(ValueError, match=message):
         Chain.from_dict(data)
+
+
+def test_the_chain_and_the_text_rules_load_without_any_model_code():
+    # chain.py is pure data: importing it (and text.py) must not pull in torch or the C decoder.
+    code = "import sys, horror.chain, horror.text; print(sorted(m for m in ('torch', 'horror.native', 'horror.storyteller') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
