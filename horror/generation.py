@@ -51,6 +51,7 @@ class _RowState:
         self.finish_reason: str | None = None
         self.cut_text: str | None = None  # text truncated at a sentence boundary
         self.boundary = boundary
+        self.past_boundary = not boundary.active
 
     def written(self, tokenizer: StoryTokenizer) -> str:
         """Everything the row's tokens spell, the healed prompt text included."""
@@ -153,8 +154,11 @@ def _keep_to_boundary(logits: torch.Tensor, rows: list[_RowState], masks, tokeni
     """`logits` with the tokens that would break a row's boundary banned (rows past it untouched)."""
     allowed_by_text: dict[str, torch.Tensor] = {}  # rows at the same place share a mask
     for index, row in enumerate(rows):
+        if row.finish_reason or row.past_boundary:
+            continue
         written = row.written(tokenizer)
-        if row.finish_reason or row.boundary.settled(written):
+        if row.boundary.settled(written):
+            row.past_boundary = True  # once past it, a row never needs decoding here again
             continue
         if written not in allowed_by_text:
             allowed_by_text[written] = masks.allowed(row.boundary, written)
