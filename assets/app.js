@@ -53,7 +53,7 @@
           counter.classList.toggle("over", length > max);
         };
         box.addEventListener("input", update);
-        setInterval(update, 500); // the app also fills boxes itself (random prompt, shared link, a turn)
+        setInterval(update, 250); // the app also fills boxes itself (random prompt, shared link, a turn)
         update();
       }
     },
