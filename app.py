@@ -316,9 +316,10 @@ def build_demo(
             lambda value: [gr.update(visible=value is not None)] * 3,
             last_seed,
             shown_after_story,
+            show_progress="hidden",
             api_visibility="private",
         )
-        share.change(None, share, share_link, js="(query) => window.horror.shareLink(query)")
+        share.change(None, share, share_link, js="(query) => window.horror.shareLink(query)", show_progress="hidden")
         reuse_seed.click(lambda value: "" if value is None else str(value), last_seed, seed, api_visibility="private")
         copy_link.click(None, share_link, None, js="(link) => window.horror.copy(link)")
         # While a random prompt is on its way, Generate waits for it (else it would tell the old one).

@@ -286,6 +286,7 @@ def test_screenshots_of_every_tab_at_both_sizes(browser, tmp_path):
         for size, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
             page = open_app(browser, bundled_url, viewport)
             tell(page, "The sign on the cellar door said 'Keep out.'", seed="7")
+            page.wait_for_function("() => document.querySelector('#share-link textarea')?.value.startsWith('http')")
             shots.append(tmp_path / f"{size}-1-story.png")
             page.screenshot(path=shots[-1], full_page=True)
             start_chain(page)
