@@ -93,7 +93,7 @@ def build_demo(
             settings.min_p,
             settings.repetition_penalty,
             settings.max_new_tokens,
-            str(shared.seed),
+            str(settings.seed),
             True,
         )
 

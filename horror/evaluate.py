@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from horror.config import MAX_BATCH_SIZE
-from horror.text import ends_with_sentence, sentence_ends
+from horror.text import count_sentences, ends_with_sentence, sentence_ends
 
 MIN_WORDS = 4
 LOOP_N = 3  # a repeated 3-gram is a loop; 2-grams ("in the") repeat in good prose too
@@ -58,9 +58,7 @@ def is_well_formed(continuation: str) -> bool:
     text = continuation.strip()
     if len(words(text)) < MIN_WORDS or has_ngram_loop(text):
         return False
-    # sentence_ends needs whitespace after a sentence; the appended space lets the last one count.
-    ends = sentence_ends(text + " ")
-    return len(ends) == 1 and ends[0] == len(text)
+    return count_sentences(text) == 1 and ends_with_sentence(text)
 
 
 def novelty(continuations: list[str], train_texts: Iterable[str], n: int = NOVELTY_N) -> float:

@@ -35,11 +35,6 @@ class KVCache:
         self.values = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
 
-    def select_rows(self, rows: torch.Tensor) -> None:
-        """Keep only some batch rows (used when finished samples are dropped)."""
-        self.keys = self.keys[:, rows]
-        self.values = self.values[:, rows]
-
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig):

@@ -30,7 +30,6 @@ class SharedStory:
     """What a shared link asks for, checked: the story tab's inputs."""
 
     prompt: str
-    seed: int
     best_of: int
     settings: GenerationConfig
     revision: str | None
@@ -64,7 +63,7 @@ def shared_story(params: dict[str, str], defaults: GenerationConfig) -> SharedSt
     if not 1 <= best_of <= MAX_BEST_OF:
         best_of = 1
     prompt = params.get("story", "")  # checked, like any prompt, when the story is told
-    return SharedStory(prompt, settings.seed, best_of, settings, params.get("rev"))
+    return SharedStory(prompt, best_of, settings, params.get("rev"))
 
 
 def _number(text: str, name: str) -> float | int:

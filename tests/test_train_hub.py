@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import SUBJECTS, TWISTS
 from horror.model_folder import load_model_folder
 from horror.storyteller import StoryTeller
 from hub_standin import HubStandIn
@@ -31,14 +32,6 @@ HORROR_FILE = "data/train-00000-of-00001.parquet"  # where the Hub puts a conver
 
 NAMES = ["Lily", "Tom", "Ben", "Mia", "Sam", "Zoe"]
 THINGS = ["a red ball", "a small dog", "a big tree", "a shiny key", "an old box"]
-SUBJECTS = ["My sister", "The old man", "Our dog", "The babysitter", "A stranger", "My reflection"]
-TWISTS = [
-    "But I live alone.",
-    "Nobody else could see her.",
-    "I never had a sister.",
-    "The voice came from inside the closet.",
-    "Then I remembered we buried him last spring.",
-]
 
 
 def tinystories(count: int, seed: int) -> list[str]:
