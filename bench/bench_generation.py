@@ -45,8 +45,11 @@ def load(args: argparse.Namespace) -> tuple[GPT, StoryTokenizer, str]:
         loaded = load_model_folder(args.model)
         return loaded.model, loaded.tokenizer, args.model
     tokenizer = StoryTokenizer.load(BUNDLED_MODEL_DIR / "tokenizer.json")
+    config = model_preset(args.preset)
+    if config.vocab_size < tokenizer.vocab_size:  # a test preset's small table would not hold the prompt's ids
+        config = model_preset(args.preset, vocab_size=tokenizer.vocab_size)
     torch.manual_seed(0)
-    return GPT(model_preset(args.preset)).eval(), tokenizer, f"{args.preset} (random weights)"
+    return GPT(config).eval(), tokenizer, f"{args.preset} (random weights)"
 
 
 def time_variants(runs: dict, repeats: int) -> dict:
@@ -70,7 +73,7 @@ def story_runner(
     settings = GenerationConfig(max_new_tokens=new_tokens, allow_eos=False)  # default sampling, fixed length
 
     def run(seed: int) -> None:
-        generation.generate(model, tokenizer, prompt_ids, settings.replace(seed=seed), batch, use_cache)
+        generation.generate(model, tokenizer, prompt_ids, settings.replace(seed=seed), batch, use_cache=use_cache)
 
     return run
 

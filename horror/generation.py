@@ -90,6 +90,7 @@ def generate_steps(
     prompt_ids: list[int],
     settings: GenerationConfig,
     num_samples: int = 1,
+    *,
     use_cache: bool = True,
     boundary: Boundary = NO_BOUNDARY,
 ) -> Iterator[tuple[torch.Tensor, list[_RowState]]]:
@@ -211,13 +212,16 @@ def generate(
     prompt_ids: list[int],
     settings: GenerationConfig,
     num_samples: int = 1,
+    *,  # keyword-only: two flags in a row are too easy to pass in the wrong order
     boundary: Boundary = NO_BOUNDARY,
     use_cache: bool = True,
 ) -> list[Generation]:
     """Sample `num_samples` continuations of `prompt_ids` (one batch) and return them."""
     settings = with_seed(settings)
     # Run to the end: the last step's row states hold the results.
-    *_, (_, rows) = generate_steps(model, tokenizer, prompt_ids, settings, num_samples, use_cache, boundary)
+    *_, (_, rows) = generate_steps(
+        model, tokenizer, prompt_ids, settings, num_samples, use_cache=use_cache, boundary=boundary
+    )
     return [_finish(row, tokenizer, settings.seed) for row in rows]
 
 
@@ -226,6 +230,7 @@ def stream(
     tokenizer: StoryTokenizer,
     prompt_ids: list[int],
     settings: GenerationConfig,
+    *,
     boundary: Boundary = NO_BOUNDARY,
 ) -> Iterator[str | Generation]:
     """Yield the continuation's text as it grows (always whole characters), then the Generation."""

@@ -237,7 +237,7 @@ class StoryTeller:
         settings = generation.with_seed(self.story_settings(prompt, settings, **overrides))
         started = time.perf_counter()
         prompt_ids, boundary = self._healed_prompt(prompt)
-        steps = generation.stream(self.engine, self.tokenizer, prompt_ids, settings, boundary)
+        steps = generation.stream(self.engine, self.tokenizer, prompt_ids, settings, boundary=boundary)
         text = ""
         while True:
             # Gradio may resume a streaming handler on any worker thread; each step takes the lock
