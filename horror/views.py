@@ -243,6 +243,14 @@ def _training_time(card: dict[str, Any]) -> str:
     return f"{sum(seconds.values()) / 60:.0f} minutes (" + _per_phase(seconds, "{:.0f} s") + ")"
 
 
+def _source_name(source: dict[str, Any]) -> str:
+    """A source's label when the trainer gave it one ("ghost"), else its file or folder name."""
+    label = source.get("label")
+    if isinstance(label, str) and label:
+        return label
+    return Path(str(source.get("source", "?"))).name or str(source.get("source"))
+
+
 def _training_data(card: dict[str, Any]) -> str:
     data = card.get("data")
     if not isinstance(data, dict) or not data:
@@ -250,9 +258,7 @@ def _training_data(card: dict[str, Any]) -> str:
     phases = []
     for phase, facts in data.items():
         sources = facts.get("sources", []) if isinstance(facts, dict) else []
-        names = ", ".join(
-            Path(str(s.get("source", "?"))).name or str(s.get("source")) for s in sources if isinstance(s, dict)
-        )
+        names = ", ".join(_source_name(s) for s in sources if isinstance(s, dict))
         stories = facts.get("train_stories") if isinstance(facts, dict) else None
         count = f" ({stories:,} training stories)" if isinstance(stories, int) else ""
         phases.append(f"{phase}: {names or '?'}{count}")

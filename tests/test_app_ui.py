@@ -186,7 +186,10 @@ def test_a_shared_link_opens_the_same_story_in_a_fresh_browser(browser, url):
 
     page = open_app(browser, url)
     page.get_by_text("Advanced settings").click()
-    page.get_by_label("Temperature").first.fill("0.9")
+    temperature = page.get_by_label("Temperature")
+    temperature.first.fill("0.9")
+    temperature.first.press("Tab")  # commit the number box, and see the slider take it, before generating
+    expect(temperature.last).to_have_value("0.9", timeout=WAIT_MS)
     tell(page, "She said 'Go.' & left <b>", seed="31337")
     story = page.locator("#story-view").inner_text()
     page.get_by_role("button", name="Copy a link to this story").click()

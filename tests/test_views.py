@@ -120,6 +120,15 @@ def test_about_lists_card_facts():
     assert "untrained" not in about.lower()
 
 
+def test_about_names_training_sources_by_their_labels_not_their_globs():
+    sources = [
+        {"source": "../shared/data/pretrain/adventure/[AG]*.txt.xz", "label": "alger-goldfrap"},
+        {"source": "data/horror/"},
+    ]
+    about = about_markdown({"trained": True, "card": {"data": {"pretrain": {"sources": sources}}}})
+    assert "pretrain: alger-goldfrap, horror" in about and "[AG]" not in about
+
+
 def test_about_labels_an_untrained_model_and_survives_an_empty_card():
     about = about_markdown({"source": "bundled", "trained": False, "card": {"untrained": True}, "notice": "fell back"})
     assert "Untrained placeholder" in about and "fell back" in about and "—" in about
