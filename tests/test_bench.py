@@ -15,45 +15,23 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_bench(*args: str) -> str:
-    done = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+def run_bench(command: str) -> str:
+    """Run `python <command>` from the repository root; its stdout (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, *command.split()], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
 
 
 @pytest.mark.usefixtures("c_decoder")  # skipped, with the reason, where the C decoder cannot be built
 def test_the_generation_benchmark_times_every_engine() -> None:
-    out = run_bench(
-        "bench/bench_generation.py",
-        "--preset",
-        "test-tiny",
-        "--repeats",
-        "1",
-        "--new-tokens",
-        "4",
-        "--batches",
-        "1,2",
-        "--threads",
-        "1",
-    )
+    out = run_bench("bench/bench_generation.py --preset test-tiny --repeats 1 --new-tokens 4 --batches 1,2 --threads 1")
     assert "CPU: " in out and "batch 2: cache vs no cache" in out
     for engine in ("fp32", "int8-pt", "int8-c"):
         assert f"{engine} " in out and "ms" in out
 
 
 def test_the_training_benchmark_prints_tokens_per_second_and_the_peak() -> None:
-    out = run_bench(
-        "bench/bench_train.py",
-        "--preset",
-        "test-tiny",
-        "--vocab",
-        "512",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--threads",
-        "1",
-        "--quick",
-    )
+    out = run_bench("bench/bench_train.py --preset test-tiny --vocab 512 --steps 1 --warmup 0 --threads 1 --quick")
     assert "matmul peak: fp32" in out and "| before: fp32" in out and "| after:" in out

@@ -9,8 +9,8 @@ projections are zero adds nothing: the grown model gives the same logits as the 
 bit, and training starts from the original's loss rather than from a fresh block's noise. The copied
 attention and MLP weights give the new block useful features to start from once its projections move
 (the first optimiser step makes them non-zero, and gradients then reach the rest of the block).
-On this CPU the LM head (8,192 x 192) costs about as much as four blocks, so doubling cpu-tiny's depth
-slows a training step by ~25%, not 2x (see train/RESULTS.md).
+At cpu-tiny's width the LM head (8,192 x 192) costs about as much as four blocks, so doubling its depth
+made a training step 1.47x as long on our 2-core CPU, not 2x (see train/RESULTS.md, run F).
 """
 
 from __future__ import annotations
@@ -59,12 +59,12 @@ def grow(model: GPT, layers: int) -> GPT:
     old_layers = model.config.n_layers
     if not old_layers <= layers <= MAX_LAYERS:
         raise ValueError(f"layers must be between the model's {old_layers} and {MAX_LAYERS}, got {layers}")
-    grown = GPT(replace(model.config, n_layers=layers))
-    grown.load_state_dict(model.state_dict(), strict=False)  # embeddings, final norm, head; blocks below
-    blocks = []
+    grown = copy.deepcopy(model)  # embeddings, blocks, final norm and the (tied) head, shared with nothing
+    grown.config = replace(model.config, n_layers=layers)
     after = insertion_points(old_layers, layers)
-    for index, block in enumerate(model.blocks):
-        blocks.append(copy.deepcopy(block))
+    blocks = []
+    for index, block in enumerate(grown.blocks):
+        blocks.append(block)
         blocks.extend(silent_copy(block) for _ in range(after.count(index)))
     grown.blocks = torch.nn.ModuleList(blocks)
     return grown
