@@ -3,7 +3,8 @@ with their labels hidden, for a reader who judges each story and ranks each prom
 
     python train/blind_read.py make --out runs/blind --key /tmp/blind-key.json \\
         --model new=runs/long/model --model old=assets/model \\
-        --model 'new-t0.7=runs/long/model:{"temperature": 0.7}'
+        --model 'new-t0.7=runs/long/model:{"temperature": 0.7}' \\
+        --model 'new-best4=runs/long/model:{"best_of": 4}'
     # the reader reads runs/blind/stories.md only and writes runs/blind/judgments.jsonl
     python train/blind_read.py score --key /tmp/blind-key.json --judgments runs/blind/judgments.jsonl
 
@@ -11,7 +12,12 @@ with their labels hidden, for a reader who judges each story and ranks each prom
 key (which letter is which model), which the reader must not see. A judgment line per group:
     {"group": 3, "stories": {"A": {"grammatical": true, "coherent": false}, ...}, "ranking": ["B", "A"]}
 `score` prints per model: grammatical and coherent counts, and for each pair of models how often
-each was ranked above the other.
+each was ranked above the other, each with a 95% Wilson interval (60 stories pin a share down to
+about +-12 points, so small differences between models are noise). A judgments file that does not
+match the key (an unknown group or letter, a group judged twice) is refused, naming the line.
+
+`best_of` in a model's overrides samples that many stories and keeps the one the model was most
+sure of (`StoryTeller.best_of`, the app's "Best of N").
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import random
 from pathlib import Path
 
@@ -34,7 +41,24 @@ def parse_model(spec: str) -> tuple[str, str, dict]:
     folder, _, overrides = rest.partition(":")
     if not name or not folder:
         raise ValueError(f"--model takes NAME=FOLDER[:JSON], got {spec!r}")
-    return name, folder, json.loads(overrides) if overrides else {}
+    settings = json.loads(overrides) if overrides else {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"--model {name}: the overrides must be a JSON object, got {overrides!r}")
+    return name, folder, settings
+
+
+def write_stories(teller: StoryTeller, prompts: list[str], seed: int, overrides: dict) -> list[str]:
+    """One story per prompt, each with its own fixed seed (the same for every model)."""
+    overrides = dict(overrides)
+    best_of = overrides.pop("best_of", 1)
+    stories = []
+    for index, prompt in enumerate(prompts):
+        settings = teller.settings(seed=prompt_seed(seed, index), **overrides)
+        if best_of == 1:
+            stories.append(teller.tell(prompt, settings).story)
+        else:
+            stories.append(teller.best_of(prompt, best_of, settings)[0].story)
+    return stories
 
 
 def make(args: argparse.Namespace) -> None:
@@ -43,11 +67,10 @@ def make(args: argparse.Namespace) -> None:
         raise ValueError(f"at most {len(LETTERS)} models")
     prompts = load_lines(args.prompts)[: args.n]
     stories: dict[str, list[str]] = {}
+    if len({name for name, _, _ in models}) < len(models):
+        raise ValueError("every --model needs its own NAME")
     for name, folder, overrides in models:
-        teller = StoryTeller.load(folder, fallback=False)
-        stories[name] = [
-            teller.tell(prompt, seed=prompt_seed(args.seed, i), **overrides).story for i, prompt in enumerate(prompts)
-        ]
+        stories[name] = write_stories(StoryTeller.load(folder, fallback=False), prompts, args.seed, overrides)
     rng = random.Random(args.seed)
     key, lines = [], ["# Blind read", "", "Each group holds stories that continue the same first sentence.", ""]
     for group in range(1, len(prompts) + 1):
@@ -63,16 +86,63 @@ def make(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'stories.md'} ({len(prompts)} groups of {len(models)}) and the key {args.key}")
 
 
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% interval for a share seen `successes` times in `trials` (Wilson: sound near 0 and 1)."""
+    if trials == 0:
+        return 0.0, 1.0
+    share = successes / trials
+    centre = (share + z * z / (2 * trials)) / (1 + z * z / trials)
+    spread = z * math.sqrt(share * (1 - share) / trials + z * z / (4 * trials * trials)) / (1 + z * z / trials)
+    return max(0.0, centre - spread), min(1.0, centre + spread)
+
+
+def share(successes: int, trials: int) -> str:
+    """'31 (52%, 95% CI 39-64%)'."""
+    low, high = wilson_interval(successes, trials)
+    return f"{successes} ({successes / max(trials, 1):.0%}, 95% CI {low * 100:.0f}-{high:.0%})"
+
+
+def read_judgments(path: Path, letters: dict[int, dict[str, str]]) -> list[dict]:
+    """The reader's judgment lines, checked against the key."""
+    judgments, seen = [], set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            judgment = json.loads(line)
+            group, marks, ranking = judgment["group"], judgment["stories"], judgment["ranking"]
+            if not isinstance(marks, dict) or not isinstance(ranking, list):
+                raise TypeError("stories must be an object and ranking a list")
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{where}: not a judgment ({error}); expected {{group, stories, ranking}}") from None
+        if group not in letters:
+            raise ValueError(f"{where}: no group {group!r} in the key")
+        if group in seen:
+            raise ValueError(f"{where}: group {group} is judged twice")
+        seen.add(group)
+        unknown = sorted((set(marks) | set(ranking)) - set(letters[group]))
+        if unknown:
+            raise ValueError(f"{where}: group {group} has no stor(ies) {unknown}")
+        if len(set(ranking)) != len(ranking):
+            raise ValueError(f"{where}: group {group} ranks a story twice")
+        for letter, mark in marks.items():
+            if not isinstance(mark, dict) or not {"grammatical", "coherent"} <= set(mark):
+                raise ValueError(f"{where}: story {letter} needs grammatical and coherent marks")
+        judgments.append(judgment)
+    return judgments
+
+
 def score(args: argparse.Namespace) -> None:
     key = json.loads(Path(args.key).read_text(encoding="utf-8"))
     letters = {entry["group"]: entry["letters"] for entry in key["groups"]}
     names = [name for name, _, _ in key["models"]]
     counts = {name: {"stories": 0, "grammatical": 0, "coherent": 0} for name in names}
     wins = {pair: 0 for pair in itertools.permutations(names, 2)}
-    for line in Path(args.judgments).read_text(encoding="utf-8").splitlines():
-        if not line.strip():
-            continue
-        judgment = json.loads(line)
+    judgments = read_judgments(Path(args.judgments), letters)
+    if len(judgments) < len(letters):
+        print(f"note: {len(letters) - len(judgments)} of {len(letters)} groups have no judgment")
+    for judgment in judgments:
         mapping = letters[judgment["group"]]
         for letter, marks in judgment["stories"].items():
             tally = counts[mapping[letter]]
@@ -84,14 +154,13 @@ def score(args: argparse.Namespace) -> None:
             wins[(better, worse)] += 1
     for name in names:
         tally = counts[name]
-        n = max(tally["stories"], 1)
         print(
-            f"{name}: {tally['stories']} stories, grammatical {tally['grammatical']} ({tally['grammatical'] / n:.0%}), "
-            f"coherent setup + twist {tally['coherent']} ({tally['coherent'] / n:.0%})"
+            f"{name}: {tally['stories']} stories, grammatical {share(tally['grammatical'], tally['stories'])}, "
+            f"coherent setup + twist {share(tally['coherent'], tally['stories'])}"
         )
     for a, b in itertools.combinations(names, 2):
-        total = max(wins[(a, b)] + wins[(b, a)], 1)
-        print(f"{a} vs {b}: {a} better in {wins[(a, b)]} of {total} groups ({wins[(a, b)] / total:.0%})")
+        total = wins[(a, b)] + wins[(b, a)]
+        print(f"{a} vs {b}: {a} better in {share(wins[(a, b)], total)} of {total} groups")
 
 
 def main() -> None:
