@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from horror.storyteller import StoryTeller
-from train import blind_read
+from train import blind_read, compare_runs
 
 PROMPTS = ["The house was quiet.", "My phone buzzed at midnight.", "The dog would not stop barking."]
 
@@ -151,3 +153,51 @@ def test_a_group_judged_twice_is_refused(tmp_path):
 def test_wilson_interval(successes, trials, low, high):
     got = blind_read.wilson_interval(successes, trials)
     assert got == pytest.approx((low, high), abs=0.002)
+
+
+def test_held_out_adds_the_stories_people_wrote_as_a_reference(tmp_path, tiny_model_dir, tiny_stories):
+    corpus = tmp_path / "horror"
+    corpus.mkdir()
+    (corpus / "writer-1.txt").write_text("\n".join(tiny_stories) + "\nOne sentence only, never a reference.\n")
+    out, key_path = tmp_path / "read", tmp_path / "key.json"
+    args = argparse.Namespace(
+        model=[f"m={tiny_model_dir}"], prompts="unused", n=4, seed=3, out=out, key=key_path, held_out=corpus
+    )
+    blind_read.make(args)
+    key = json.loads(key_path.read_text())
+    assert [name for name, _, _ in key["models"]] == ["m", "reference"]
+    references = blind_read.reference_stories(corpus, 4, 3)
+    _, held_out = compare_runs.held_out_split(corpus, 0.05)
+    assert len(references) == 4 and set(references) <= set(held_out)  # never trained on
+    for group, entry, reference in zip(groups_of(out / "stories.md"), key["groups"], references):
+        letter = {name: letter for letter, name in entry["letters"].items()}
+        assert group[letter["reference"]] == reference
+        prompt = blind_read.first_sentence(reference)
+        assert prompt.endswith("every night.") and group[letter["m"]].startswith(prompt)
+
+
+def test_held_out_keeps_the_name_reference_for_the_people(tmp_path, tiny_model_dir):
+    args = argparse.Namespace(
+        model=[f"reference={tiny_model_dir}"],
+        prompts="unused",
+        n=4,
+        seed=3,
+        out=tmp_path,
+        key=tmp_path / "k",
+        held_out="x",
+    )
+    with pytest.raises(ValueError, match="names the people's stories"):
+        blind_read.make(args)
+
+
+def test_the_command_line_scores_a_read(tmp_path):
+    """Run as a script (train/ first on sys.path, where train/train.py could hide the package)."""
+    write_key(tmp_path / "key.json")
+    (tmp_path / "judgments.jsonl").write_text(judge(1, {"A": (True, False), "B": (False, False)}, ["A", "B"]))
+    script = Path(blind_read.__file__)
+    command = [sys.executable, str(script), "score", "--key", str(tmp_path / "key.json")]
+    result = subprocess.run(
+        [*command, "--judgments", str(tmp_path / "judgments.jsonl")], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "new: 1 stories, grammatical 1 (100%" in result.stdout

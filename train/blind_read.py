@@ -16,6 +16,10 @@ each was ranked above the other, each with a 95% Wilson interval (60 stories pin
 about +-12 points, so small differences between models are noise). A judgments file that does not
 match the key (an unknown group or letter, a group judged twice) is refused, naming the line.
 
+`--held-out data/horror` adds a control: the prompts become the first sentences of stories people
+wrote (from the trainer's held-out split, never trained on), and those stories join the read as
+the model `reference`, so the counts say how often this reader passes human writing too.
+
 `best_of` in a model's overrides samples that many stories and keeps the one the model was most
 sure of (`StoryTeller.best_of`, the app's "Best of N").
 """
@@ -27,12 +31,21 @@ import itertools
 import json
 import math
 import random
+import sys
 from pathlib import Path
+
+# `python train/blind_read.py` puts train/ first on sys.path, where train/train.py would hide the `train`
+# package: take that entry off before importing it (as compare_runs does).
+if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    del sys.path[0]
 
 from horror.evaluate import load_lines, prompt_seed
 from horror.storyteller import StoryTeller
+from horror.text import count_sentences, one_line, sentence_ends
+from train.compare_runs import held_out_split
 
 LETTERS = "ABCDEFGH"
+REFERENCE = "reference"  # the stories people wrote, in a read with --held-out
 
 
 def parse_model(spec: str) -> tuple[str, str, dict]:
@@ -61,15 +74,36 @@ def write_stories(teller: StoryTeller, prompts: list[str], seed: int, overrides:
     return stories
 
 
+def reference_stories(corpus: str | Path, n: int, seed: int, val_fraction: float = 0.05) -> list[str]:
+    """`n` two-sentence stories from the trainer's held-out split of `corpus`, in a seeded order."""
+    _, held_out = held_out_split(Path(corpus), val_fraction)
+    stories = [one_line(story) for story in held_out if count_sentences(story) == 2]
+    random.Random(seed).shuffle(stories)
+    return stories[:n]
+
+
+def first_sentence(story: str) -> str:
+    return story[: sentence_ends(story + " ")[0]].strip()
+
+
 def make(args: argparse.Namespace) -> None:
     models = [parse_model(spec) for spec in args.model]
-    if len(models) > len(LETTERS):
-        raise ValueError(f"at most {len(LETTERS)} models")
-    prompts = load_lines(args.prompts)[: args.n]
     stories: dict[str, list[str]] = {}
+    if getattr(args, "held_out", None):
+        if REFERENCE in {name for name, _, _ in models}:
+            raise ValueError(f"with --held-out, {REFERENCE!r} names the people's stories: call the model otherwise")
+        stories[REFERENCE] = reference_stories(args.held_out, args.n, args.seed)
+        prompts = [first_sentence(story) for story in stories[REFERENCE]]
+        models.append((REFERENCE, str(args.held_out), {}))
+    else:
+        prompts = load_lines(args.prompts)[: args.n]
+    if len(models) > len(LETTERS):
+        raise ValueError(f"at most {len(LETTERS)} stories per group (models, and the reference with --held-out)")
     if len({name for name, _, _ in models}) < len(models):
         raise ValueError("every --model needs its own NAME")
     for name, folder, overrides in models:
+        if name in stories:  # the reference: written by people, not sampled
+            continue
         stories[name] = write_stories(StoryTeller.load(folder, fallback=False), prompts, args.seed, overrides)
     rng = random.Random(args.seed)
     key, lines = [], ["# Blind read", "", "Each group holds stories that continue the same first sentence.", ""]
@@ -169,6 +203,11 @@ def main() -> None:
     maker = commands.add_parser("make", help="generate and mix the stories")
     maker.add_argument("--model", action="append", required=True, help="NAME=FOLDER[:JSON sampling overrides]")
     maker.add_argument("--prompts", default="train/eval_prompts.txt")
+    maker.add_argument(
+        "--held-out",
+        metavar="CORPUS",
+        help="prompts from the first sentences of CORPUS's held-out stories, which join the read as 'reference'",
+    )
     maker.add_argument("--n", type=int, default=60, help="prompts (one story per model each)")
     maker.add_argument("--seed", type=int, default=0)
     maker.add_argument("--out", required=True, help="folder for stories.md (what the reader sees)")
