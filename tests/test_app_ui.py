@@ -56,6 +56,25 @@ def tell(page, prompt: str | None = None, seed: str | None = None) -> None:
     expect(page.locator("#story-stats")).to_contain_text("How sure", timeout=WAIT_MS)
 
 
+def set_setting(page, label: str, value: str, tries: int = 5) -> None:
+    """Type `value` into a slider's number box and see the slider take it. A fill that lands while the
+    Advanced settings accordion is still opening can be lost (seen once in CI), so it is typed again."""
+    from playwright.sync_api import expect
+
+    boxes = page.get_by_label(label)  # the number box, then the range input
+    for _ in range(tries - 1):
+        boxes.first.fill(value)
+        boxes.first.press("Tab")  # commit the number box
+        try:
+            expect(boxes.last).to_have_value(value, timeout=5_000)
+            return
+        except AssertionError:
+            continue
+    boxes.first.fill(value)
+    boxes.first.press("Tab")
+    expect(boxes.last).to_have_value(value, timeout=WAIT_MS)
+
+
 def set_seed(page, seed: str) -> None:
     if not page.get_by_label("Seed").is_visible():
         page.get_by_text("Advanced settings").click()
@@ -186,10 +205,7 @@ def test_a_shared_link_opens_the_same_story_in_a_fresh_browser(browser, url):
 
     page = open_app(browser, url)
     page.get_by_text("Advanced settings").click()
-    temperature = page.get_by_label("Temperature")
-    temperature.first.fill("0.9")
-    temperature.first.press("Tab")  # commit the number box, and see the slider take it, before generating
-    expect(temperature.last).to_have_value("0.9", timeout=WAIT_MS)
+    set_setting(page, "Temperature", "0.9")
     tell(page, "She said 'Go.' & left <b>", seed="31337")
     story = page.locator("#story-view").inner_text()
     page.get_by_role("button", name="Copy a link to this story").click()
