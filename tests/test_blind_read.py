@@ -20,7 +20,8 @@ def make(tmp_path: Path, *models: str, seed: int = 5) -> tuple[Path, Path]:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("# comment lines are skipped\n" + "\n".join(PROMPTS) + "\n")
     out, key = tmp_path / "read", tmp_path / "key.json"
-    blind_read.make(argparse.Namespace(model=list(models), prompts=prompts, n=60, seed=seed, out=out, key=key))
+    args = argparse.Namespace(model=list(models), prompts=prompts, held_out=None, n=60, seed=seed, out=out, key=key)
+    blind_read.make(args)
     return out / "stories.md", key
 
 

@@ -39,9 +39,9 @@ from pathlib import Path
 if __name__ == "__main__" and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
 
-from horror.evaluate import load_lines, prompt_seed
+from horror.evaluate import first_sentence, load_lines, prompt_seed
 from horror.storyteller import StoryTeller
-from horror.text import count_sentences, one_line, sentence_ends
+from horror.text import count_sentences, one_line
 from train.compare_runs import held_out_split
 
 LETTERS = "ABCDEFGH"
@@ -63,15 +63,11 @@ def parse_model(spec: str) -> tuple[str, str, dict]:
 def write_stories(teller: StoryTeller, prompts: list[str], seed: int, overrides: dict) -> list[str]:
     """One story per prompt, each with its own fixed seed (the same for every model)."""
     overrides = dict(overrides)
-    best_of = overrides.pop("best_of", 1)
-    stories = []
-    for index, prompt in enumerate(prompts):
-        settings = teller.settings(seed=prompt_seed(seed, index), **overrides)
-        if best_of == 1:
-            stories.append(teller.tell(prompt, settings).story)
-        else:
-            stories.append(teller.best_of(prompt, best_of, settings)[0].story)
-    return stories
+    best_of = overrides.pop("best_of", 1)  # best of 1 is the story `tell` writes
+    return [
+        teller.best_of(prompt, best_of, teller.settings(seed=prompt_seed(seed, index), **overrides))[0].story
+        for index, prompt in enumerate(prompts)
+    ]
 
 
 def reference_stories(corpus: str | Path, n: int, seed: int, val_fraction: float = 0.05) -> list[str]:
@@ -82,14 +78,10 @@ def reference_stories(corpus: str | Path, n: int, seed: int, val_fraction: float
     return stories[:n]
 
 
-def first_sentence(story: str) -> str:
-    return story[: sentence_ends(story + " ")[0]].strip()
-
-
 def make(args: argparse.Namespace) -> None:
     models = [parse_model(spec) for spec in args.model]
     stories: dict[str, list[str]] = {}
-    if getattr(args, "held_out", None):
+    if args.held_out:
         if REFERENCE in {name for name, _, _ in models}:
             raise ValueError(f"with --held-out, {REFERENCE!r} names the people's stories: call the model otherwise")
         stories[REFERENCE] = reference_stories(args.held_out, args.n, args.seed)
