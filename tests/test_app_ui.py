@@ -62,17 +62,16 @@ def set_setting(page, label: str, value: str, tries: int = 5) -> None:
     from playwright.sync_api import expect
 
     boxes = page.get_by_label(label)  # the number box, then the range input
-    for _ in range(tries - 1):
+    for attempt in range(1, tries + 1):
         boxes.first.fill(value)
         boxes.first.press("Tab")  # commit the number box
+        last = attempt == tries
         try:
-            expect(boxes.last).to_have_value(value, timeout=5_000)
+            expect(boxes.last).to_have_value(value, timeout=WAIT_MS if last else 5_000)
             return
         except AssertionError:
-            continue
-    boxes.first.fill(value)
-    boxes.first.press("Tab")
-    expect(boxes.last).to_have_value(value, timeout=WAIT_MS)
+            if last:
+                raise
 
 
 def set_seed(page, seed: str) -> None:
