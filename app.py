@@ -15,10 +15,10 @@ import gradio as gr
 
 from horror import views
 from horror.chain import MAX_SENTENCE_CHARS, Chain
-from horror.config import MAX_NEW_TOKENS_LIMIT
+from horror.config import MAX_BEST_OF, MAX_NEW_TOKENS_LIMIT
 from horror.exports import ChainExports
 from horror.ratelimit import RateLimiter
-from horror.service import MAX_BEST_OF, StoryService, person_turn
+from horror.service import StoryService, person_turn
 from horror.share import share_query, shared_story
 from horror.storyteller import StoryTeller, set_cpu_threads
 from horror.text import MAX_PROMPT_CHARS, escape_html
@@ -207,7 +207,7 @@ def build_demo(
                     best_of = gr.Slider(
                         1,
                         MAX_BEST_OF,
-                        value=1,
+                        value=defaults.best_of,
                         step=1,
                         label="Best of N",
                         info="1 streams one story; more writes N and ranks them by how sure "

@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt", nargs="?", default="", help="first sentence (empty: the model writes one)")
     generate.add_argument("--n", type=int, default=1, help="stories to print (sampled as one batch)")
     generate.add_argument(
-        "--best-of", type=int, metavar="N", help="sample N stories and print the n most confident, best first"
+        "--best-of",
+        type=int,
+        metavar="N",
+        help="sample N stories and print the n most confident, best first (default: the model's own best_of)",
     )
     generate.add_argument("--temperature", type=float, help="0 is greedy")
     generate.add_argument("--top-k", type=int, help="0 disables")
@@ -137,10 +140,11 @@ def run_generate(args: argparse.Namespace) -> None:
     if args.best_of is not None and args.best_of < args.n:
         raise ValueError(f"--best-of ({args.best_of}) must be at least --n ({args.n})")
     teller = load_teller(args.model, args.revision)
-    if args.best_of is not None:
-        stories = teller.best_of(args.prompt, args.best_of, **overrides)[: args.n]
+    settings = teller.settings(**overrides, best_of=args.best_of)
+    if settings.best_of > 1:  # the model's own best of N, unless --best-of says otherwise
+        stories = teller.best_of(args.prompt, max(settings.best_of, args.n), settings)[: args.n]
     else:
-        stories = teller.tell_many(args.prompt, args.n, **overrides)
+        stories = teller.tell_many(args.prompt, args.n, settings)
     for index, story in enumerate(stories):
         if args.json:
             print_record(story.to_dict(), True)

@@ -22,6 +22,7 @@ MAX_NEW_TOKENS_LIMIT = 512
 MAX_BATCH_SIZE = 16
 MAX_TOP_K = 100_000
 MAX_SEED = 2**63 - 1
+MAX_BEST_OF = 8  # stories sampled to keep the surest: bounded, as each costs a full generation
 # Floors for settings whose tiny values overflow float32 sampling (logits / 1e-40 is inf) while
 # meaning nothing a person could see: below them, sampling is greedy in all but name.
 MIN_TEMPERATURE = 0.01
@@ -153,6 +154,10 @@ class GenerationConfig:
     seed: int | None = None
     stop_after_sentences: int | None = None  # stop once this many new sentences are complete
     allow_eos: bool = True  # False keeps writing past <EOS> (a story chain wants one more sentence)
+    # Sample this many stories and keep the one the model is surest of (the app's "Best of N"); a
+    # model's generation_config.json sets what its blind read found best. Streams and story-chain
+    # sentences are always one sample.
+    best_of: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -172,10 +177,11 @@ class GenerationConfig:
             _check_int("seed", self.seed, 0, MAX_SEED)
         if self.stop_after_sentences is not None:
             _check_int("stop_after_sentences", self.stop_after_sentences, 1, 64)
+        _check_int("best_of", self.best_of, 1, MAX_BEST_OF)
         if not isinstance(self.allow_eos, bool):
             raise UserError(f"allow_eos must be true or false, got {self.allow_eos!r}")
         # Normalise integral floats that came from JSON or sliders (e.g. top_k=30.0).
-        for name in ("top_k", "no_repeat_ngram_size", "max_new_tokens", "seed", "stop_after_sentences"):
+        for name in ("top_k", "no_repeat_ngram_size", "max_new_tokens", "seed", "stop_after_sentences", "best_of"):
             value = getattr(self, name)
             if isinstance(value, float):
                 object.__setattr__(self, name, int(value))

@@ -242,7 +242,7 @@ def to_transformers_generation_config(settings: GenerationConfig, tokenizer: Sto
     """generation_config.json that both we and `transformers.GenerationConfig` read.
 
     transformers samples only with do_sample; our temperature 0 (greedy) is its do_sample false.
-    Our own keys (seed, stop_after_sentences, allow_eos) it keeps and ignores."""
+    Our own keys (seed, stop_after_sentences, allow_eos, best_of) it keeps and ignores."""
     return {
         **settings.to_dict(),
         "do_sample": settings.temperature > 0,

@@ -10,13 +10,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from horror.chain import MAX_TURNS, Chain
-from horror.config import MAX_SEED
+from horror.config import MAX_BEST_OF, MAX_SEED
 from horror.errors import UserError
 from horror.ratelimit import RateLimiter
 from horror.storyteller import Story, StoryTeller
 from horror.text import split_first_sentence
 
-MAX_BEST_OF = 8
 SAMPLING_FIELDS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "max_new_tokens", "seed")
 Method = TypeVar("Method", bound=Callable[..., Any])
 

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from horror.config import GenerationConfig
+from horror.config import MAX_BEST_OF, GenerationConfig
 from horror.errors import UserError
-from horror.service import MAX_BEST_OF
 from horror.storyteller import Story
 
 # Query name -> setting: short names keep the link short enough to paste anywhere.

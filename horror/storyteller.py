@@ -217,14 +217,16 @@ class StoryTeller:
         return [self._story(prompt, result, seconds) for result in results]
 
     def tell(self, prompt: str | None = "", settings: GenerationConfig | None = None, **overrides: Any) -> Story:
-        """One story continuing `prompt`."""
-        return self.tell_many(prompt, 1, settings, **overrides)[0]
+        """One story continuing `prompt`: the surest of the settings' `best_of` samples."""
+        return self.best_of(prompt, None, settings, **overrides)[0]
 
     def best_of(
-        self, prompt: str | None = "", n: int = 4, settings: GenerationConfig | None = None, **overrides: Any
+        self, prompt: str | None = "", n: int | None = None, settings: GenerationConfig | None = None, **overrides: Any
     ) -> list[Story]:
-        """Sample `n` stories and return them ranked by confidence, best first."""
-        stories = self.tell_many(prompt, n, settings, **overrides)
+        """Sample `n` stories (None: the settings' `best_of`) and return them ranked by confidence,
+        best first."""
+        settings = self.settings(settings, **overrides)
+        stories = self.tell_many(prompt, settings.best_of if n is None else n, settings)
         return sorted(stories, key=lambda story: story.confidence, reverse=True)
 
     def stream(

@@ -5,12 +5,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
 import urllib.request
 from pathlib import Path
 
+import gradio as gr
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
@@ -18,7 +20,9 @@ from gradio_client.exceptions import AppError
 import app
 from app_server import connect, free_port, serve
 from horror.generation import FINISH_SENTENCE_TOKENS
+from horror.model_folder import update_generation_config
 from horror.ratelimit import RateLimiter
+from horror.storyteller import StoryTeller
 from horror.text import MAX_PROMPT_CHARS
 
 # Gradio's queue statistics trip pandas deprecation warnings that are not ours to fix.
@@ -202,3 +206,13 @@ def test_python_app_py_serves_horror_model_on_gradio_server_port(tmp_path):
         watchdog.cancel()
         process.kill()
         process.wait()
+
+
+def test_best_of_slider_starts_at_the_models_own_best_of(tiny_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    for best_of in (1, 4):
+        update_generation_config(folder, best_of=best_of)
+        demo = app.build_demo(StoryTeller.load(folder, fallback=False))
+        sliders = [b for b in demo.blocks.values() if isinstance(b, gr.Slider) and b.label == "Best of N"]
+        assert [slider.value for slider in sliders] == [best_of]

@@ -14,6 +14,8 @@ import pytest
 
 from horror import cli, hub, storyteller
 from horror.generation import FINISH_SENTENCE_TOKENS
+from horror.model_folder import update_generation_config
+from horror.storyteller import StoryTeller
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,6 +89,19 @@ def test_best_of_prints_the_most_confident_first(capsys, tiny_model_dir):
     assert status == 0 and len(confidences) == 2 and confidences[0] >= confidences[1]
 
 
+def test_generate_follows_the_models_best_of_unless_told(capsys, tiny_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    update_generation_config(folder, best_of=4, temperature=1.0)
+    teller = StoryTeller.load(folder, fallback=False)
+    samples = teller.tell_many("It knocked.", 4, seed=3)
+    args = ("generate", "It knocked.", "--model", str(folder), "--seed", "3", "--json")
+    status, out, _ = run(capsys, *args)
+    assert status == 0 and json.loads(out)["story"] == max(samples, key=lambda s: s.confidence).story
+    status, out, _ = run(capsys, *args, "--best-of", "1")
+    assert status == 0 and json.loads(out)["story"] == teller.tell_many("It knocked.", 1, seed=3)[0].story
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -97,6 +112,7 @@ def test_best_of_prints_the_most_confident_first(capsys, tiny_model_dir):
         (["--seed", "-3"], "seed must be between"),
         (["--n", "0"], "n must be"),
         (["--n", "3", "--best-of", "2"], "--best-of (2) must be at least --n (3)"),
+        (["--best-of", "9"], "best_of must be between 1 and 8"),
     ],
 )
 def test_bad_settings_exit_2_with_a_one_line_message(capsys, tiny_model_dir, flags, message):

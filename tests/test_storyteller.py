@@ -17,7 +17,7 @@ from horror import hub, storyteller
 from horror.config import GenerationConfig
 from horror.errors import GenerationError
 from horror.generation import FINISH_SENTENCE_TOKENS
-from horror.model_folder import LoadedModel, ModelLoadError
+from horror.model_folder import LoadedModel, ModelLoadError, update_generation_config
 from horror.storyteller import StoryTeller
 from horror.text import MAX_PROMPT_CHARS, clean_text
 
@@ -99,6 +99,9 @@ def test_a_prompt_that_is_not_text_is_a_value_error(tiny_teller, prompt):
         {"seed": -5},
         {"repetition_penalty": 0},
         {"no_repeat_ngram_size": -1},
+        {"best_of": 0},
+        {"best_of": 9},
+        {"best_of": 2.5},
         {"sampler": "beam"},
     ],
 )
@@ -126,6 +129,35 @@ def test_best_of_ranks_stories_by_confidence(tiny_teller):
     ranked = tiny_teller.best_of("It knocked.", 5, seed=2, temperature=1.0)
     confidences = [s.confidence for s in ranked]
     assert len(ranked) == 5 and confidences == sorted(confidences, reverse=True)
+
+
+def test_tell_keeps_the_surest_of_the_settings_best_of(tiny_teller):
+    settings = {"seed": 2, "temperature": 1.0}
+    samples = tiny_teller.tell_many("It knocked.", 5, **settings)
+    surest = max(samples, key=lambda story: story.confidence)
+    assert tiny_teller.tell("It knocked.", best_of=5, **settings).story == surest.story
+    assert tiny_teller.best_of("It knocked.", None, best_of=5, **settings)[0].story == surest.story
+    # Best of 1 (the default) is the one sample, which is not always the surest of five.
+    assert (
+        tiny_teller.tell("It knocked.", **settings).story
+        == tiny_teller.tell_many("It knocked.", 1, **settings)[0].story
+    )
+
+
+def test_a_model_folder_can_recommend_its_best_of(tiny_model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    update_generation_config(folder, best_of=4)
+    teller = StoryTeller.load(folder, fallback=False)
+    assert teller.generation_config.best_of == 4
+    settings = {"seed": 7, "temperature": 1.0}
+    surest = max(teller.tell_many("It knocked.", 4, **settings), key=lambda story: story.confidence)
+    assert teller.tell("It knocked.", **settings).story == surest.story
+    # Streams and chain sentences stay one sample each.
+    assert (
+        list(teller.stream("It knocked.", **settings))[-1].story
+        == teller.tell("It knocked.", best_of=1, **settings).story
+    )
 
 
 def test_concurrent_tells_give_the_same_stories_as_sequential_ones(tiny_teller):

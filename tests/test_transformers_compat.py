@@ -146,10 +146,11 @@ def test_the_generation_config_gives_transformers_our_sampling(tiny_model_dir):
 
 def test_changed_sampling_defaults_reach_both_readers(tmp_path, tiny_model_dir):
     folder = shutil.copytree(tiny_model_dir, tmp_path / "model")
-    update_generation_config(folder, temperature=0, top_k=5)
+    update_generation_config(folder, temperature=0, top_k=5, best_of=3)
     settings = transformers.GenerationConfig.from_pretrained(folder)
     assert settings.do_sample is False and settings.top_k == 5 and settings.eos_token_id == 2
-    assert load_model_folder(folder).generation_config.temperature == 0
+    ours = load_model_folder(folder).generation_config
+    assert ours.temperature == 0 and ours.best_of == 3  # transformers keeps our best_of and ignores it
     with pytest.raises(ValueError, match="top_p must be"):
         update_generation_config(folder, top_p=1.5)
 

@@ -21,7 +21,7 @@ wrote (from the trainer's held-out split, never trained on), and those stories j
 the model `reference`, so the counts say how often this reader passes human writing too.
 
 `best_of` in a model's overrides samples that many stories and keeps the one the model was most
-sure of (`StoryTeller.best_of`, the app's "Best of N").
+sure of (the app's "Best of N"); without it a model's own `generation_config.json` decides.
 """
 
 from __future__ import annotations
@@ -62,10 +62,8 @@ def parse_model(spec: str) -> tuple[str, str, dict]:
 
 def write_stories(teller: StoryTeller, prompts: list[str], seed: int, overrides: dict) -> list[str]:
     """One story per prompt, each with its own fixed seed (the same for every model)."""
-    overrides = dict(overrides)
-    best_of = overrides.pop("best_of", 1)  # best of 1 is the story `tell` writes
     return [
-        teller.best_of(prompt, best_of, teller.settings(seed=prompt_seed(seed, index), **overrides))[0].story
+        teller.tell(prompt, teller.settings(seed=prompt_seed(seed, index), **overrides)).story
         for index, prompt in enumerate(prompts)
     ]
 
