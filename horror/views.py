@@ -88,14 +88,18 @@ def examples_html(prompts: list[str]) -> str:
 
 
 def ranked_html(stories: list[Story]) -> str:
-    """Best-of-N results as an ordered list, best first."""
+    """Best-of-N results as an ordered list, best first, folded away: the best is already shown
+    above it, and best of N may be the default."""
     if len(stories) < 2:
         return ""
     items = "".join(
         f'<li><span class="confidence">{percent(story.confidence)}</span> {escape_html(story.story)}</li>'
         for story in stories
     )
-    return f'<div class="ranked"><h4>All {len(stories)} stories, most confident first</h4><ol>{items}</ol></div>'
+    return (
+        f'<details class="ranked"><summary>All {len(stories)} stories the model wrote, most confident first'
+        f"</summary><ol>{items}</ol></details>"
+    )
 
 
 def chain_html(chain: Chain, view_start: int = 0) -> str:

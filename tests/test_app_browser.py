@@ -49,6 +49,9 @@ def test_a_visitor_tells_a_story_and_plays_a_chain(tiny_teller, browser, tmp_pat
         page.get_by_label("Best of N", exact=False).first.press("Enter")
         page.get_by_role("button", name="↻ Again", exact=True).click()
         expect(page.locator("#ranked li")).to_have_count(3, timeout=WAIT_MS)
+        expect(page.locator("#ranked li").first).to_be_hidden()  # folded: the best is shown above
+        page.locator("#ranked summary").click()
+        expect(page.locator("#ranked li").first).to_be_visible()
         screenshot(page, "best-of-3")
 
         # A story chain: three turns, then undo, retry and an edit.

@@ -68,6 +68,8 @@ def test_an_edited_model_sentence_is_labelled_as_edited():
 def test_ranked_html_lists_best_first_escaped():
     page = ranked_html([make_story(XSS, 0.9, 1), make_story("B. b.", 0.1, 2)])
     assert page.index("90%") < page.index("10%") and "<img" not in page
+    # Folded (no `open`): the best story is already shown above the list.
+    assert page.startswith('<details class="ranked"><summary>All 2 stories') and page.count("<li>") == 2
     assert ranked_html([make_story()]) == ""
 
 
