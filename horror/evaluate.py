@@ -179,6 +179,8 @@ def evaluate_model(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Generate `samples` stories per prompt (one batch each, model defaults) and summarise them.
+    Every story is one sample (a model's `best_of` is not applied): these figures describe what
+    the model writes, not which of its stories best of N keeps.
 
     `teller` is a StoryTeller (anything with `tell_many`); novelty is None without `train_texts`."""
     if not prompts:
