@@ -6,6 +6,7 @@ argument that moved once did); these run each end to end in a few seconds.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -35,3 +36,9 @@ def test_the_generation_benchmark_times_every_engine() -> None:
 def test_the_training_benchmark_prints_tokens_per_second_and_the_peak() -> None:
     out = run_bench("bench/bench_train.py --preset test-tiny --vocab 512 --steps 1 --warmup 0 --threads 1 --quick")
     assert "matmul peak: fp32" in out and "| before: fp32" in out and "| after:" in out
+
+
+def test_the_best_of_benchmark_times_each_n(tiny_model_dir) -> None:
+    out = run_bench(f"bench/bench_best_of.py --model {tiny_model_dir} --best-of 1,3 --prompts 2 --threads 1")
+    assert "CPU: " in out and re.search(r"^best of 1: [\d.]+ ms .* 1\.00x$", out, re.M)
+    assert re.search(r"^best of 3: [\d.]+ ms per told story \(median of 2\), [\d.]+x$", out, re.M)
