@@ -194,7 +194,9 @@ def about_markdown(info: dict[str, Any]) -> str:
         (
             "Default sampling",
             ", ".join(
-                f"{name.replace('_', ' ')} {settings.get(name)}" for name in SAMPLING_FIELDS[:-1] if name in settings
+                f"{name.replace('_', ' ')} {settings.get(name)}"
+                for name in (*SAMPLING_FIELDS[:-1], "best_of")  # not the seed: a default has none
+                if name in settings
             ),
         ),
     ]

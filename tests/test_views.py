@@ -108,7 +108,7 @@ def test_about_lists_card_facts():
         "d_ff": 768,
         "context_length": 256,
         "vocab_size": 8192,
-        "generation_config": {"temperature": 0.4, "top_k": 30},
+        "generation_config": {"temperature": 0.4, "top_k": 30, "seed": None, "best_of": 8},
         "card": {
             "val_loss": {"pretrain": 2.5123, "finetune": 2.1},
             "tokens_seen": {"finetune": 1234567},
@@ -119,6 +119,7 @@ def test_about_lists_card_facts():
     assert "user/horror\\_model" in about and "abc123" in about and "4.20 M" in about
     assert "pretrain 2.512 nats/token; finetune 2.100 nats/token" in about
     assert "finetune: horror (5,500 training stories)" in about and "1,234,567" in about
+    assert "| Default sampling | temperature 0.4, top k 30, best of 8 |" in about
     assert "untrained" not in about.lower()
 
 
