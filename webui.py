@@ -140,6 +140,7 @@ def add_api(service: StoryService, demo: gr.Blocks) -> None:
         repetition_penalty: float | None = None,
         max_new_tokens: int | None = None,
         seed: int | None = None,
+        best_of: int | None = None,
         request: gr.Request = None,
     ) -> dict:
         """A two-sentence horror story continuing `prompt` (empty: the model writes its own opening).
@@ -153,8 +154,12 @@ def add_api(service: StoryService, demo: gr.Blocks) -> None:
             repetition_penalty: above 1, words already used are less likely (1 = off)
             max_new_tokens: the most word pieces to write
             seed: a whole number; the same seed and settings tell the same story (empty = random)
+            best_of: write this many stories (1 to 8) and return the one the model is surest of; empty
+                for the model's default
         """
         overrides = settings_from(temperature, top_k, top_p, min_p, repetition_penalty, max_new_tokens, seed)
+        if best_of is not None:
+            overrides["best_of"] = best_of  # checked with the other settings: 1 to 8
         return service.story(prompt, overrides, client=client_of(request))
 
     @api_errors

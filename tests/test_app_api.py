@@ -52,6 +52,14 @@ def test_story_continues_the_prompt_and_the_seed_reproduces_it(client):
     assert {**again, "seconds": 0} == {**story, "seconds": 0}  # everything but the timing
 
 
+def test_story_takes_best_of_and_returns_the_surest(client, tiny_teller):
+    samples = tiny_teller.tell_many("I heard a knock.", 4, seed=11, temperature=1.0)
+    story = client.predict("I heard a knock.", temperature=1.0, seed=11, best_of=4, api_name="/story")
+    assert story["story"] == max(samples, key=lambda s: s.confidence).story
+    single = client.predict("I heard a knock.", temperature=1.0, seed=11, best_of=1, api_name="/story")
+    assert single["story"] == tiny_teller.tell("I heard a knock.", temperature=1.0, seed=11).story
+
+
 def test_story_with_no_prompt_lets_the_model_open_and_takes_sampling_settings(client):
     story = client.predict(
         temperature=0.0, top_k=5, top_p=0.5, min_p=0.1, repetition_penalty=1.1, max_new_tokens=8, api_name="/story"
@@ -93,6 +101,7 @@ def test_score_reports_confidence_and_perplexity(client):
         ({"prompt": "x" * (MAX_PROMPT_CHARS + 1), "api_name": "/story"}, "the limit is"),
         ({"prompt": "x", "seed": "soon", "api_name": "/story"}, "seed must be a whole number"),
         ({"prompt": "x", "max_new_tokens": 10_000, "api_name": "/story"}, "max_new_tokens must be between"),
+        ({"prompt": "x", "best_of": 9, "api_name": "/story"}, "best_of must be between 1 and 8"),
         ({"chain": 42, "api_name": "/chain_step"}, "list of sentences"),
         ({"chain": ["ok.", 7], "api_name": "/chain_step"}, "must be text"),
         ({"chain": "[broken", "api_name": "/chain_step"}, "not valid JSON"),
