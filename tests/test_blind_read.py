@@ -107,18 +107,39 @@ def test_score_counts_each_model_through_the_key(tmp_path, capsys):
         judge(3, {"A": (True, False), "B": (True, False)}, ["B", "A"]),  # old better
     ]
     (tmp_path / "judgments.jsonl").write_text("\n".join(lines) + "\n\n")
-    blind_read.score(argparse.Namespace(key=tmp_path / "key.json", judgments=tmp_path / "judgments.jsonl"))
+    blind_read.score(argparse.Namespace(key=[tmp_path / "key.json"], judgments=[tmp_path / "judgments.jsonl"]))
     out = capsys.readouterr().out
     assert "new: 3 stories, grammatical 3 (100%, 95% CI 44-100%), coherent setup + twist 2 (67%" in out
     assert "old: 3 stories, grammatical 2 (67%" in out and "coherent setup + twist 0 (0%" in out
     assert "new vs old: new better in 2 (67%" in out and "of 3 groups" in out
 
 
+def test_score_pools_reads_by_model_name(tmp_path, capsys):
+    write_key(tmp_path / "key1.json")
+    write_key(tmp_path / "key2.json")
+    (tmp_path / "j1.jsonl").write_text(judge(1, {"A": (True, True), "B": (False, False)}, ["A", "B"]))
+    (tmp_path / "j2.jsonl").write_text(
+        judge(1, {"A": (False, False), "B": (True, False)}, ["B", "A"])
+        + "\n"
+        + judge(2, {"A": (True, False), "B": (True, False)}, ["A", "B"])
+    )
+    args = argparse.Namespace(
+        key=[tmp_path / "key1.json", tmp_path / "key2.json"], judgments=[tmp_path / "j1.jsonl", tmp_path / "j2.jsonl"]
+    )
+    blind_read.score(args)
+    out = capsys.readouterr().out
+    assert "2 reads pooled" in out
+    assert "new: 3 stories, grammatical 2 (67%" in out and "old: 3 stories, grammatical 2 (67%" in out
+    assert "new vs old: new better in 1 (33%" in out and "of 3 groups" in out
+    with pytest.raises(ValueError, match="give one of each per read"):
+        blind_read.score(argparse.Namespace(key=args.key, judgments=args.judgments[:1]))
+
+
 def test_score_says_when_groups_were_not_judged(tmp_path, capsys):
     write_key(tmp_path / "key.json")
     (tmp_path / "judgments.jsonl").write_text(judge(1, {"A": (True, True), "B": (True, True)}, ["A", "B"]))
-    blind_read.score(argparse.Namespace(key=tmp_path / "key.json", judgments=tmp_path / "judgments.jsonl"))
-    assert "2 of 3 groups have no judgment" in capsys.readouterr().out
+    blind_read.score(argparse.Namespace(key=[tmp_path / "key.json"], judgments=[tmp_path / "judgments.jsonl"]))
+    assert "judgments.jsonl: 2 of 3 groups have no judgment" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -137,7 +158,7 @@ def test_judgments_that_do_not_match_the_key_are_refused(tmp_path, line, message
     write_key(tmp_path / "key.json")
     (tmp_path / "judgments.jsonl").write_text(line + "\n")
     with pytest.raises(ValueError, match=message):
-        blind_read.score(argparse.Namespace(key=tmp_path / "key.json", judgments=tmp_path / "judgments.jsonl"))
+        blind_read.score(argparse.Namespace(key=[tmp_path / "key.json"], judgments=[tmp_path / "judgments.jsonl"]))
 
 
 def test_a_group_judged_twice_is_refused(tmp_path):
@@ -145,7 +166,7 @@ def test_a_group_judged_twice_is_refused(tmp_path):
     line = judge(1, {"A": (True, True), "B": (True, True)}, ["A", "B"])
     (tmp_path / "judgments.jsonl").write_text(f"{line}\n{line}\n")
     with pytest.raises(ValueError, match="line 2: group 1 is judged twice"):
-        blind_read.score(argparse.Namespace(key=tmp_path / "key.json", judgments=tmp_path / "judgments.jsonl"))
+        blind_read.score(argparse.Namespace(key=[tmp_path / "key.json"], judgments=[tmp_path / "judgments.jsonl"]))
 
 
 @pytest.mark.parametrize(

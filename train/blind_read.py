@@ -7,6 +7,7 @@ with their labels hidden, for a reader who judges each story and ranks each prom
         --model 'new-best4=runs/long/model:{"best_of": 4}'
     # the reader reads runs/blind/stories.md only and writes runs/blind/judgments.jsonl
     python train/blind_read.py score --key /tmp/blind-key.json --judgments runs/blind/judgments.jsonl
+    # several reads pooled: a --key and a --judgments per read, in the same order
 
 `make` writes `stories.md` (groups of stories per prompt, each story under a random letter) and the
 key (which letter is which model), which the reader must not see. A judgment line per group:
@@ -158,24 +159,35 @@ def read_judgments(path: Path, letters: dict[int, dict[str, str]]) -> list[dict]
 
 
 def score(args: argparse.Namespace) -> None:
-    key = json.loads(Path(args.key).read_text(encoding="utf-8"))
-    letters = {entry["group"]: entry["letters"] for entry in key["groups"]}
-    names = [name for name, _, _ in key["models"]]
-    counts = {name: {"stories": 0, "grammatical": 0, "coherent": 0} for name in names}
-    wins = {pair: 0 for pair in itertools.permutations(names, 2)}
-    judgments = read_judgments(Path(args.judgments), letters)
-    if len(judgments) < len(letters):
-        print(f"note: {len(letters) - len(judgments)} of {len(letters)} groups have no judgment")
-    for judgment in judgments:
-        mapping = letters[judgment["group"]]
-        for letter, marks in judgment["stories"].items():
-            tally = counts[mapping[letter]]
-            tally["stories"] += 1
-            tally["grammatical"] += bool(marks["grammatical"])
-            tally["coherent"] += bool(marks["coherent"])
-        ranked = [mapping[letter] for letter in judgment["ranking"]]
-        for better, worse in itertools.combinations(ranked, 2):
-            wins[(better, worse)] += 1
+    """Count one read, or pool several (`--key` and `--judgments` given once per read, in the same
+    order): a model is counted by its name in every read that has it."""
+    if len(args.key) != len(args.judgments):
+        raise ValueError(f"{len(args.key)} --key but {len(args.judgments)} --judgments: give one of each per read")
+    names: list[str] = []
+    counts: dict[str, dict[str, int]] = {}
+    wins: dict[tuple[str, str], int] = {}
+    for key_path, judgments_path in zip(args.key, args.judgments, strict=True):
+        key = json.loads(Path(key_path).read_text(encoding="utf-8"))
+        letters = {entry["group"]: entry["letters"] for entry in key["groups"]}
+        for name, _, _ in key["models"]:
+            if name not in counts:
+                names.append(name)
+                counts[name] = {"stories": 0, "grammatical": 0, "coherent": 0}
+        judgments = read_judgments(Path(judgments_path), letters)
+        if len(judgments) < len(letters):
+            print(f"note: {judgments_path}: {len(letters) - len(judgments)} of {len(letters)} groups have no judgment")
+        for judgment in judgments:
+            mapping = letters[judgment["group"]]
+            for letter, marks in judgment["stories"].items():
+                tally = counts[mapping[letter]]
+                tally["stories"] += 1
+                tally["grammatical"] += bool(marks["grammatical"])
+                tally["coherent"] += bool(marks["coherent"])
+            ranked = [mapping[letter] for letter in judgment["ranking"]]
+            for better, worse in itertools.combinations(ranked, 2):
+                wins[(better, worse)] = wins.get((better, worse), 0) + 1
+    if len(args.key) > 1:
+        print(f"{len(args.key)} reads pooled")
     for name in names:
         tally = counts[name]
         print(
@@ -183,8 +195,9 @@ def score(args: argparse.Namespace) -> None:
             f"coherent setup + twist {share(tally['coherent'], tally['stories'])}"
         )
     for a, b in itertools.combinations(names, 2):
-        total = wins[(a, b)] + wins[(b, a)]
-        print(f"{a} vs {b}: {a} better in {share(wins[(a, b)], total)} of {total} groups")
+        total = wins.get((a, b), 0) + wins.get((b, a), 0)
+        if total:
+            print(f"{a} vs {b}: {a} better in {share(wins.get((a, b), 0), total)} of {total} groups")
 
 
 def main() -> None:
@@ -203,8 +216,8 @@ def main() -> None:
     maker.add_argument("--out", required=True, help="folder for stories.md (what the reader sees)")
     maker.add_argument("--key", required=True, help="where the hidden key goes (keep it away from the reader)")
     scorer = commands.add_parser("score", help="count the reader's judgments")
-    scorer.add_argument("--key", required=True)
-    scorer.add_argument("--judgments", required=True)
+    scorer.add_argument("--key", action="append", required=True, help="a read's key (repeat to pool reads)")
+    scorer.add_argument("--judgments", action="append", required=True, help="its judgments, in --key's order")
     args = parser.parse_args()
     make(args) if args.command == "make" else score(args)
 
