@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from horror.evaluate import load_lines
 from horror.storyteller import StoryTeller
 from train.hardware import describe_cpu
 
@@ -34,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     sizes = [int(n) for n in args.best_of.split(",")]
     teller = StoryTeller.load(args.model, fallback=False)
-    prompts = [line.strip() for line in PROMPTS_FILE.read_text().splitlines() if line.strip()][: args.prompts]
+    prompts = load_lines(PROMPTS_FILE)[: args.prompts]  # the prompt file's format: '#' lines are comments
 
     print(f"CPU: {describe_cpu()}; torch {torch.__version__}, {args.threads} thread(s)")
     print(f"model: {teller.source.path} ({teller.num_parameters:,} parameters), settings {teller.generation_config}")

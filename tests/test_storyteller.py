@@ -153,7 +153,7 @@ def test_a_model_folder_can_recommend_its_best_of(tiny_model_dir, tmp_path):
     settings = {"seed": 7, "temperature": 1.0}
     surest = max(teller.tell_many("It knocked.", 4, **settings), key=lambda story: story.confidence)
     assert teller.tell("It knocked.", **settings).story == surest.story
-    # Streams and chain sentences stay one sample each.
+    # A stream stays one sample.
     assert (
         list(teller.stream("It knocked.", **settings))[-1].story
         == teller.tell("It knocked.", best_of=1, **settings).story
